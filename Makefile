@@ -1,0 +1,59 @@
+# Two commands on a fresh machine:
+#   make test   builds matbp into .venv and runs the whole suite (Python + C++)
+#   make demo   builds matbp into .venv and runs the tour
+# Each creates .venv when missing and installs torch and the build and test
+# dependencies; matbp is built against that torch (no build isolation).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+TORCH_SPEC ?= torch==2.14.1
+export MAX_JOBS ?= 2
+
+DEPS_STAMP := $(VENV)/.matbp-deps
+BUILD_STAMP := $(VENV)/.matbp-build
+SOURCES := $(shell find csrc python -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' -o -name '*.py') setup.py pyproject.toml
+CMAKE_BUILD := build/cmake
+
+.PHONY: all demo test test-python test-cpp bench build deps clean
+
+all: build
+
+$(DEPS_STAMP): requirements-dev.txt Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q $(TORCH_SPEC) -r requirements-dev.txt
+	touch $@
+
+deps: $(DEPS_STAMP)
+
+$(BUILD_STAMP): $(DEPS_STAMP) $(SOURCES)
+	$(PIP) install -q --no-build-isolation --no-deps .
+	touch $@
+
+build: $(BUILD_STAMP)
+
+test: test-python test-cpp
+
+test-python: $(BUILD_STAMP)
+	$(PY) -m pytest -q tests
+
+# GoogleTest comes from Debian's libgtest-dev; install it when missing.
+test-cpp: $(DEPS_STAMP)
+	@test -f /usr/include/gtest/gtest.h || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libgtest-dev >/dev/null; \
+	  else echo "make test-cpp: GoogleTest is missing; install Debian's libgtest-dev" >&2; exit 1; fi; }
+	$(VENV)/bin/cmake -S . -B $(CMAKE_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release \
+	  -DPython3_EXECUTABLE=$(abspath $(PY))
+	$(VENV)/bin/cmake --build $(CMAKE_BUILD) -j $(MAX_JOBS)
+	cd $(CMAKE_BUILD) && $(abspath $(VENV))/bin/ctest --output-on-failure
+
+demo: $(BUILD_STAMP)
+	$(PY) bench/demo.py
+
+bench: $(BUILD_STAMP)
+	$(PY) bench/bench_sym_eig.py
+
+clean:
+	rm -rf build *.egg-info python/*.egg-info $(BUILD_STAMP)

@@ -1,0 +1,45 @@
+#pragma once
+
+// Argument checks shared by every op. Messages name the op ("matbp.sym_eig"),
+// the argument and what was expected, so a user can act on them.
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
+#include <climits>
+#include <cstdint>
+
+namespace matbp::ops {
+
+// A float32/float64 tensor of at least 2 dims, square if asked.
+inline void check_float_matrix(const at::Tensor& t, const char* op, const char* arg,
+                               bool square) {
+  TORCH_CHECK(t.defined(), op, ": argument '", arg, "' is undefined");
+  const auto dtype = t.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, op, ": argument '", arg,
+              "' must be float32 or float64 (half and bfloat16 are not supported: "
+              "convert with .float()), got ",
+              dtype);
+  TORCH_CHECK(t.dim() >= 2, op, ": argument '", arg,
+              "' must be a batch of matrices with shape (*, m, n), got a ", t.dim(),
+              "-dimensional tensor");
+  if (square) {
+    TORCH_CHECK(t.size(-1) == t.size(-2), op, ": argument '", arg,
+                "' must be a batch of square matrices (*, n, n), got shape ", t.sizes());
+  }
+}
+
+inline void check_same_device(const at::Tensor& a, const char* a_name, const at::Tensor& b,
+                               const char* b_name, const char* op) {
+  TORCH_CHECK(a.device() == b.device(), op, ": arguments '", a_name, "' and '", b_name,
+              "' must be on the same device, got ", a.device(), " and ", b.device());
+}
+
+// LAPACK takes 32-bit integers: refuse sizes whose arrays or workspaces
+// would overflow them rather than let LAPACK write out of bounds.
+inline void check_lapack_size(int64_t elements, const char* op, const char* what) {
+  TORCH_CHECK(elements <= INT_MAX, op, ": ", what, " needs ", elements,
+              " elements, more than 32-bit LAPACK integers can address (", INT_MAX, ")");
+}
+
+}  // namespace matbp::ops

@@ -1,0 +1,76 @@
+#pragma once
+
+// Direct LAPACK calls on the CPU. The torch wheel's libtorch_cpu exports the
+// Fortran symbols (MKL inside); we declare them as PyTorch itself does and
+// call one single-threaded LAPACK routine per matrix, the batch split across
+// ATen's threads. MKL sees it is inside a parallel region and stays serial.
+//
+// Matrices are handed to LAPACK as the row-major data we own: a row-major
+// matrix is, to column-major LAPACK, its transpose.
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstdint>
+
+extern "C" {
+void dsyevd_(const char* jobz, const char* uplo, const int* n, double* a, const int* lda,
+             double* w, double* work, const int* lwork, int* iwork, const int* liwork,
+             int* info);
+void dgesdd_(const char* jobz, const int* m, const int* n, double* a, const int* lda, double* s,
+             double* u, const int* ldu, double* vt, const int* ldvt, double* work,
+             const int* lwork, int* iwork, int* info);
+}
+
+namespace matbp::ops::cpu {
+
+struct LapackWorkspace {
+  int lwork = 0;
+  int liwork = 0;
+};
+
+// Symmetric eigendecomposition of an n x n column-major matrix in place
+// (upper triangle read: the lower triangle of the row-major matrix).
+inline void lapack_syevd(int n, double* a, double* w, double* work, int lwork, int* iwork,
+                         int liwork, int* info) {
+  const char jobz = 'V';
+  const char uplo = 'U';
+  const int lda = std::max(n, 1);
+  dsyevd_(&jobz, &uplo, &n, a, &lda, w, work, &lwork, iwork, &liwork, info);
+}
+
+inline LapackWorkspace lapack_syevd_workspace(int n) {
+  double a = 0, w = 0, work = 0;
+  int iwork = 0, info = 0;
+  lapack_syevd(n, &a, &w, &work, -1, &iwork, -1, &info);
+  return {std::max(1, static_cast<int>(work)), std::max(1, iwork)};
+}
+
+// Thin SVD (jobz = 'S') of an m x n column-major matrix, destroyed on exit.
+inline void lapack_gesdd(int m, int n, double* a, double* s, double* u, double* vt, double* work,
+                         int lwork, int* iwork, int* info) {
+  const char jobz = 'S';
+  const int k = std::min(m, n);
+  const int lda = std::max(m, 1);
+  const int ldu = std::max(m, 1);
+  const int ldvt = std::max(k, 1);
+  dgesdd_(&jobz, &m, &n, a, &lda, s, u, &ldu, vt, &ldvt, work, &lwork, iwork, info);
+}
+
+inline LapackWorkspace lapack_gesdd_workspace(int m, int n) {
+  double a = 0, s = 0, u = 0, vt = 0, work = 0;
+  int iwork = 0, info = 0;
+  lapack_gesdd(m, n, &a, &s, &u, &vt, &work, -1, &iwork, &info);
+  return {std::max(1, static_cast<int>(work)), std::max(1, 8 * std::min(m, n))};
+}
+
+// Runs body(begin, end) over the batch on ATen's thread pool. Small matrices
+// are grouped so a thread gets enough work to pay for its start-up.
+template <typename Body>
+void parallel_over_batch(int64_t batch, int64_t n, const Body& body) {
+  const int64_t flops_per_matrix = std::max<int64_t>(1, n * n * n);
+  const int64_t grain = std::max<int64_t>(1, 32768 / flops_per_matrix);
+  at::parallel_for(0, batch, grain, body);
+}
+
+}  // namespace matbp::ops::cpu

@@ -1,0 +1,18 @@
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <tuple>
+
+namespace matbp::ops::cpu {
+
+// Batched symmetric eigendecomposition with LAPACK dsyevd (always in float64),
+// results stored as out_dtype: L ascending (*, n), V (*, n, n) contiguous.
+// `op` names the calling op in error messages.
+std::tuple<at::Tensor, at::Tensor> sym_eig_lapack(const at::Tensor& A, at::ScalarType out_dtype,
+                                                  const char* op);
+
+// Per-matrix tie tolerance n eps max|lambda| of ascending eigenvalues (B, n).
+at::Tensor eig_tie_tolerances(const at::Tensor& L64);
+
+}  // namespace matbp::ops::cpu

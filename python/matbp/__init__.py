@@ -1,0 +1,17 @@
+"""matbp: matrix backpropagation for deep networks with structured layers.
+
+Importing the package loads the C++ extension (which registers the
+``torch.ops.matbp.*`` operators) and registers their fake kernels and
+autograd formulas.
+"""
+
+import torch  # noqa: F401  (the extension links against torch's libraries)
+
+from . import _C  # noqa: F401  registers the operators
+from . import _ops  # noqa: F401  registers fake kernels and autograd
+from . import nn  # noqa: F401
+from ._ops import svd, sym_eig, sym_fn
+
+__version__ = "0.1.0"
+
+__all__ = ["sym_eig", "svd", "sym_fn", "nn", "__version__"]

@@ -1,0 +1,214 @@
+"""Typed wrappers, fake kernels and autograd for the matbp operators.
+
+Every backward is an operator of its own (``matbp::<op>_backward``) wired
+with :func:`torch.library.register_autograd`; every operator has a fake
+kernel, so ``torch.library.opcheck`` and ``torch.compile(fullgraph=True)``
+work.
+"""
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+_lib = torch.ops.matbp
+
+_SPECTRAL_FNS = ("log", "sqrt", "pow", "exp")
+
+
+def _check_float_matrix(t: Tensor, op: str, arg: str, square: bool) -> None:
+    # Fake kernels repeat the shape and dtype checks of the real kernels so
+    # that tracing fails with the same message as eager execution.
+    torch._check(
+        t.dtype in (torch.float32, torch.float64),
+        lambda: f"{op}: argument '{arg}' must be float32 or float64 (half and bfloat16 are "
+        f"not supported: convert with .float()), got {t.dtype}",
+    )
+    torch._check(
+        t.dim() >= 2,
+        lambda: f"{op}: argument '{arg}' must be a batch of matrices with shape (*, m, n), "
+        f"got a {t.dim()}-dimensional tensor",
+    )
+    if square:
+        torch._check(
+            t.shape[-1] == t.shape[-2],
+            lambda: f"{op}: argument '{arg}' must be a batch of square matrices (*, n, n), "
+            f"got shape {tuple(t.shape)}",
+        )
+
+
+# ---------------------------------------------------------------- sym_eig
+
+
+@torch.library.register_fake("matbp::sym_eig")
+def _sym_eig_fake(A):
+    _check_float_matrix(A, "matbp.sym_eig", "A", square=True)
+    n = A.shape[-1]
+    return A.new_empty(A.shape[:-1]), A.new_empty((*A.shape[:-2], n, n))
+
+
+@torch.library.register_fake("matbp::sym_eig_backward")
+def _sym_eig_backward_fake(gL, gV, L, V):
+    return V.new_empty(V.shape)
+
+
+def _sym_eig_setup(ctx, inputs, output):
+    ctx.save_for_backward(*output)
+
+
+def _sym_eig_backward(ctx, gL, gV):
+    L, V = ctx.saved_tensors
+    return _lib.sym_eig_backward(gL, gV, L, V)
+
+
+torch.library.register_autograd("matbp::sym_eig", _sym_eig_backward, setup_context=_sym_eig_setup)
+
+
+def sym_eig(A: Tensor) -> Tuple[Tensor, Tensor]:
+    """Batched symmetric eigendecomposition A = V diag(L) Vᵀ.
+
+    Args:
+        A: (*, n, n) float32 or float64; only the lower triangle is read.
+
+    Returns:
+        L: (*, n) eigenvalues in ascending order.
+        V: (*, n, n) orthonormal eigenvectors (columns).
+
+    LAPACK ``dsyevd`` on the CPU, one single-threaded call per matrix with the
+    batch split across threads; float32 input is decomposed in float64.
+
+    The backward is the paper's EIG adjoint,
+    gA = V (diag(gL) + F ∘ skew(Vᵀ gV)) Vᵀ, F_ij = 1/(λ_j − λ_i). Where two
+    eigenvalues tie (gap ≤ n·eps·max|λ|) the eigenvectors are not
+    differentiable and F_ij is set to 0: the gradient stays finite but is only
+    approximate for functions of V there. For spectral functions such as
+    V f(L) Vᵀ use :func:`sym_fn` (or :func:`o2p_log`), whose backward is exact
+    at repeated eigenvalues.
+    """
+    return _lib.sym_eig(A)
+
+
+# -------------------------------------------------------------------- svd
+
+
+@torch.library.register_fake("matbp::svd")
+def _svd_fake(X):
+    _check_float_matrix(X, "matbp.svd", "X", square=False)
+    m, n = X.shape[-2], X.shape[-1]
+    k = min(m, n)
+    batch = X.shape[:-2]
+    return X.new_empty((*batch, m, k)), X.new_empty((*batch, k)), X.new_empty((*batch, n, k))
+
+
+@torch.library.register_fake("matbp::svd_backward")
+def _svd_backward_fake(gU, gS, gV, U, S, V):
+    return U.new_empty((*U.shape[:-1], V.shape[-2]))
+
+
+def _svd_setup(ctx, inputs, output):
+    ctx.save_for_backward(*output)
+
+
+def _svd_backward(ctx, gU, gS, gV):
+    U, S, V = ctx.saved_tensors
+    return _lib.svd_backward(gU, gS, gV, U, S, V)
+
+
+torch.library.register_autograd("matbp::svd", _svd_backward, setup_context=_svd_setup)
+
+
+def svd(X: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """Batched thin SVD X = U diag(S) Vᵀ.
+
+    Args:
+        X: (*, m, n) float32 or float64.
+
+    Returns:
+        U: (*, m, k), S: (*, k) descending, V: (*, n, k), k = min(m, n).
+        Note that V is returned, not Vᵀ (unlike ``torch.linalg.svd``).
+
+    LAPACK ``dgesdd`` on the CPU (float32 input is decomposed in float64).
+    The backward is the general thin-SVD adjoint (Prop. 1 of the paper,
+    including the (I − UUᵀ) gU S⁻¹ terms for m ≠ n). At tied singular values
+    the coupling 1/(σ_j² − σ_i²) is set to 0, and S⁻¹ is the pseudo-inverse:
+    the gradient stays finite but is approximate there.
+    """
+    return _lib.svd(X)
+
+
+# ----------------------------------------------------------------- sym_fn
+
+
+@torch.library.register_fake("matbp::sym_fn_with_eig")
+def _sym_fn_with_eig_fake(A, fn, p=1.0):
+    _check_float_matrix(A, "matbp.sym_fn", "A", square=True)
+    torch._check(
+        fn in _SPECTRAL_FNS,
+        lambda: f"matbp.sym_fn: argument 'fn' must be one of 'log', 'sqrt', 'pow', 'exp', got '{fn}'",
+    )
+    n = A.shape[-1]
+    return (
+        A.new_empty(A.shape),
+        A.new_empty(A.shape[:-1], dtype=torch.float64),
+        A.new_empty(A.shape, dtype=torch.float64),
+    )
+
+
+@torch.library.register_fake("matbp::sym_fn_backward")
+def _sym_fn_backward_fake(gF, L, V, fn, p):
+    return gF.new_empty(gF.shape)
+
+
+def _sym_fn_setup(ctx, inputs, output):
+    _, fn, p = inputs
+    _, L, V = output
+    ctx.fn, ctx.p = fn, p
+    ctx.input_dtype = inputs[0].dtype
+    ctx.save_for_backward(L, V)
+
+
+def _sym_fn_backward(ctx, gF, gL, gV):
+    L, V = ctx.saved_tensors
+    gA = None
+    if gF is not None:
+        gA = _lib.sym_fn_backward(gF, L, V, ctx.fn, ctx.p)
+    if gL is not None or gV is not None:
+        # L and V are outputs too (float64); honour gradients through them.
+        g_eig = _lib.sym_eig_backward(gL, gV, L, V).to(ctx.input_dtype)
+        gA = g_eig if gA is None else gA + g_eig
+    return gA, None, None
+
+
+torch.library.register_autograd(
+    "matbp::sym_fn_with_eig", _sym_fn_backward, setup_context=_sym_fn_setup
+)
+
+
+def sym_fn(A: Tensor, fn: str, p: Optional[float] = None) -> Tensor:
+    """Spectral matrix function f(A) = V f(Λ) Vᵀ of symmetric A.
+
+    Args:
+        A: (*, n, n) float32 or float64, symmetric (lower triangle read).
+        fn: "log" (A positive definite), "sqrt" (positive semi-definite),
+            "pow" (exponent ``p``; PSD for p > 0, PD for p ≤ 0) or "exp".
+        p: the exponent, required for "pow" and only for it.
+
+    Returns:
+        f(A), (*, n, n), the dtype of A (computed in float64).
+
+    The backward is Daleckii–Krein, gA = V (F¹ ∘ Vᵀ sym(G) V) Vᵀ with the
+    first divided differences F¹ of f evaluated stably: it is exact when
+    eigenvalues repeat (F¹_ii = f'(λ_i)), unlike a composition through
+    :func:`sym_eig`. Eigenvalues within n·eps·max|λ| below zero count as
+    zero for "sqrt" and "pow"; eigenvalues outside the domain raise.
+    """
+    if fn not in _SPECTRAL_FNS:
+        raise ValueError(
+            f"matbp.sym_fn: argument 'fn' must be one of 'log', 'sqrt', 'pow', 'exp', got {fn!r}"
+        )
+    if fn == "pow":
+        if p is None:
+            raise ValueError("matbp.sym_fn: fn='pow' needs the exponent 'p'")
+    elif p is not None:
+        raise ValueError(f"matbp.sym_fn: argument 'p' is only used by fn='pow', got fn={fn!r}")
+    return _lib.sym_fn(A, fn, 1.0 if p is None else float(p))
