@@ -16,6 +16,15 @@ _lib = torch.ops.matbp
 _SPECTRAL_FNS = ("log", "sqrt", "pow", "exp")
 
 
+def _no_double_backward(op_name: str):
+    def backward(ctx, *grads):
+        raise NotImplementedError(
+            f"matbp.{op_name}: double backward (differentiating a gradient) is not supported"
+        )
+
+    torch.library.register_autograd(f"matbp::{op_name}", backward)
+
+
 def _check_float_matrix(t: Tensor, op: str, arg: str, square: bool) -> None:
     # Fake kernels repeat the shape and dtype checks of the real kernels so
     # that tracing fails with the same message as eager execution.
@@ -62,6 +71,7 @@ def _sym_eig_backward(ctx, gL, gV):
 
 
 torch.library.register_autograd("matbp::sym_eig", _sym_eig_backward, setup_context=_sym_eig_setup)
+_no_double_backward("sym_eig_backward")
 
 
 def sym_eig(A: Tensor) -> Tuple[Tensor, Tensor]:
@@ -115,6 +125,7 @@ def _svd_backward(ctx, gU, gS, gV):
 
 
 torch.library.register_autograd("matbp::svd", _svd_backward, setup_context=_svd_setup)
+_no_double_backward("svd_backward")
 
 
 def svd(X: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
@@ -182,6 +193,7 @@ def _sym_fn_backward(ctx, gF, gL, gV):
 torch.library.register_autograd(
     "matbp::sym_fn_with_eig", _sym_fn_backward, setup_context=_sym_fn_setup
 )
+_no_double_backward("sym_fn_backward")
 
 
 def sym_fn(A: Tensor, fn: str, p: Optional[float] = None) -> Tensor:

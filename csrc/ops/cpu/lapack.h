@@ -39,6 +39,10 @@ inline void lapack_syevd(int n, double* a, double* w, double* work, int lwork, i
   dsyevd_(&jobz, &uplo, &n, a, &lda, w, work, &lwork, iwork, &liwork, info);
 }
 
+// dsyevd with jobz = 'V' needs lwork = 1 + 6n + 2n^2 (LAPACK's documented
+// minimum): the size to check against 32-bit integers before any query.
+inline int64_t lapack_syevd_min_workspace(int64_t n) { return 1 + 6 * n + 2 * n * n; }
+
 inline LapackWorkspace lapack_syevd_workspace(int n) {
   double a = 0, w = 0, work = 0;
   int iwork = 0, info = 0;
@@ -55,6 +59,13 @@ inline void lapack_gesdd(int m, int n, double* a, double* s, double* u, double* 
   const int ldu = std::max(m, 1);
   const int ldvt = std::max(k, 1);
   dgesdd_(&jobz, &m, &n, a, &lda, s, u, &ldu, vt, &ldvt, work, &lwork, iwork, info);
+}
+
+// dgesdd with jobz = 'S' needs lwork >= 4k^2 + 7k + max(m, n) (k = min(m, n)),
+// with margin: the size to check against 32-bit integers before any query.
+inline int64_t lapack_gesdd_min_workspace(int64_t m, int64_t n) {
+  const int64_t k = std::min(m, n);
+  return 5 * k * k + 7 * k + std::max(m, n);
 }
 
 inline LapackWorkspace lapack_gesdd_workspace(int m, int n) {

@@ -63,7 +63,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> svd_cpu(const at::Tensor& X) {
   constexpr const char* op = "matbp.svd";
   check_float_matrix(X, op, "X", /*square=*/false);
   const int64_t m = X.size(-2), n = X.size(-1), k = std::min(m, n);
-  check_lapack_size(m * n, op, "a matrix of X");
+  check_lapack_size(std::max(m * n, lapack_gesdd_min_workspace(m, n)), op,
+                    "the LAPACK workspace for a matrix of X");
   auto U = at::empty(with_trailing(X, {m, k}), X.options());
   auto S = at::empty(with_trailing(X, {k}), X.options());
   auto V = at::empty(with_trailing(X, {n, k}), X.options());

@@ -115,7 +115,7 @@ std::tuple<at::Tensor, at::Tensor> sym_eig_lapack(const at::Tensor& A, at::Scala
   check_float_matrix(A, op, "A", /*square=*/true);
   TORCH_CHECK(A.device().is_cpu(), op, ": expected a CPU tensor, got ", A.device());
   const int64_t n = A.size(-1);
-  check_lapack_size(n * n, op, "a matrix of A");
+  check_lapack_size(lapack_syevd_min_workspace(n), op, "the LAPACK workspace for a matrix of A");
   const auto opts = A.options().dtype(out_dtype);
   auto L = at::empty(with_trailing(A, {n}), opts);
   auto V = at::empty(with_trailing(A, {n, n}), opts);

@@ -1,0 +1,132 @@
+import pytest
+import torch
+from torch.autograd import gradcheck
+
+import matbp
+from conftest import BATCH_SHAPES
+
+
+def rand(shape, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype)
+
+
+@pytest.mark.parametrize("batch", BATCH_SHAPES)
+@pytest.mark.parametrize("m,n", [(0, 3), (3, 0), (1, 1), (1, 4), (4, 1), (5, 3), (3, 5), (6, 6)])
+def test_matches_torch_svd(batch, m, n, dtype):
+    X = rand((*batch, m, n), dtype=dtype)
+    U, S, V = matbp.svd(X)
+    k = min(m, n)
+    assert U.shape == (*batch, m, k) and S.shape == (*batch, k) and V.shape == (*batch, n, k)
+    assert U.dtype == S.dtype == V.dtype == dtype
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(S.double(), torch.linalg.svdvals(X.double()), atol=tol * 10, rtol=0)
+    torch.testing.assert_close((U.double() * S.double().unsqueeze(-2)) @ V.double().mT, X.double(), atol=tol * 10, rtol=0)
+    eye = torch.eye(k, dtype=torch.float64).expand(*batch, k, k)
+    torch.testing.assert_close(U.double().mT @ U.double(), eye, atol=tol * 10, rtol=0)
+    torch.testing.assert_close(V.double().mT @ V.double(), eye, atol=tol * 10, rtol=0)
+    if k > 1 and S.numel():
+        assert (S[..., :-1] >= S[..., 1:]).all()
+
+
+def test_non_contiguous_and_expanded():
+    X = rand((4, 7, 5))
+    Xt = X.mT  # (4, 5, 7), non-contiguous
+    torch.testing.assert_close(matbp.svd(Xt)[1], torch.linalg.svdvals(Xt))
+    Xe = X[0].expand(3, 7, 5)
+    torch.testing.assert_close(matbp.svd(Xe)[1], torch.linalg.svdvals(X[0]).expand(3, 5))
+
+
+def gauge_invariant(X):
+    U, S, V = matbp.svd(X)
+    k = S.shape[-1]
+    w = torch.arange(1, k + 1, dtype=X.dtype)
+    # U diag(w) Uᵀ, V diag(w) Vᵀ and U diag(S) Vᵀ-like pairs are sign-invariant.
+    return S, (U * w) @ U.mT, (V * w) @ V.mT, (U * w) @ V.mT
+
+
+@pytest.mark.parametrize("shape", [(2, 6, 4), (2, 4, 6), (5, 5), (1, 3, 1), (1, 1, 3)])
+def test_gradcheck(shape):
+    X = rand(shape, seed=1).requires_grad_()
+    assert gradcheck(gauge_invariant, (X,))
+
+
+@pytest.mark.parametrize("which", ["U", "S", "V"])
+def test_gradcheck_single_output(which):
+    X = rand((2, 6, 4), seed=2).requires_grad_()
+    w = torch.arange(1, 5, dtype=torch.float64)
+
+    def f(X):
+        U, S, V = matbp.svd(X)
+        return {"U": (U * w) @ U.mT, "S": S, "V": (V * w) @ V.mT}[which]
+
+    assert gradcheck(f, (X,))
+
+
+def test_backward_matches_torch():
+    X = rand((3, 7, 4), seed=4).requires_grad_()
+    X2 = X.detach().clone().requires_grad_()
+    w = torch.randn(4, dtype=torch.float64)
+    U, S, V = matbp.svd(X)
+    ((U * w) @ V.mT).pow(2).sum().add(S.pow(3).sum()).add(((U * w) @ U.mT).sum()).backward()
+    U2, S2, Vh2 = torch.linalg.svd(X2, full_matrices=False)
+    V2 = Vh2.mT
+    ((U2 * w) @ V2.mT).pow(2).sum().add(S2.pow(3).sum()).add(((U2 * w) @ U2.mT).sum()).backward()
+    torch.testing.assert_close(X.grad, X2.grad, atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("shape", [(6, 4), (4, 6)])
+def test_gradient_finite_on_rank_deficient_and_tied_input(shape):
+    # Rank 1 input: repeated zero singular values and S⁻¹ terms at zero.
+    u = rand((shape[0], 1), seed=5)
+    v = rand((shape[1], 1), seed=6)
+    X = (u @ v.mT).requires_grad_()
+    U, S, V = matbp.svd(X)
+    w = torch.arange(1, min(shape) + 1, dtype=torch.float64)
+    ((U * w) @ U.mT).sum().add(((V * w) @ V.mT).sum()).add(S.sum()).backward()
+    assert torch.isfinite(X.grad).all()
+    # Orthogonal input: all singular values tied.
+    Q, _ = torch.linalg.qr(rand((5, 5), seed=7))
+    Q.requires_grad_()
+    U, S, V = matbp.svd(Q)
+    ((U * torch.arange(5.0, dtype=torch.float64)) @ V.mT).sum().backward()
+    assert torch.isfinite(Q.grad).all()
+
+
+def test_singular_values_gradient_exact_on_rank_deficient_input():
+    # dS/dX = U Vᵀ needs no tie handling: it must agree with torch exactly.
+    X = torch.zeros(4, 3, dtype=torch.float64)
+    X[0, 0], X[1, 1] = 2.0, 1.0
+    X.requires_grad_()
+    matbp.svd(X)[1].sum().backward()
+    X2 = X.detach().clone().requires_grad_()
+    torch.linalg.svdvals(X2)[:2].sum().backward()
+    torch.testing.assert_close(X.grad[:, :2], X2.grad[:, :2])
+
+
+def test_opcheck():
+    for shape in [(2, 5, 3), (2, 3, 5)]:
+        X = rand(shape)
+        torch.library.opcheck(torch.ops.matbp.svd.default, (X,))
+        torch.library.opcheck(torch.ops.matbp.svd.default, (X.clone().requires_grad_(),))
+        U, S, V = matbp.svd(X)
+        args = (torch.randn_like(U), torch.randn_like(S), torch.randn_like(V), U, S, V)
+        torch.library.opcheck(torch.ops.matbp.svd_backward.default, args)
+        torch.library.opcheck(torch.ops.matbp.svd_backward.default, (None, args[1], None, U, S, V))
+
+
+def test_torch_compile_fullgraph():
+    @torch.compile(fullgraph=True, backend="aot_eager")
+    def f(X):
+        U, S, V = matbp.svd(X)
+        return (U * S.unsqueeze(-2).sqrt()) @ V.mT
+
+    X = rand((3, 6, 4)).requires_grad_()
+    out = f(X)
+    out.sum().backward()
+    X2 = X.detach().clone().requires_grad_()
+    U, S, V = matbp.svd(X2)
+    ref = (U * S.unsqueeze(-2).sqrt()) @ V.mT
+    ref.sum().backward()
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(X.grad, X2.grad)
