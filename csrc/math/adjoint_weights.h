@@ -13,17 +13,6 @@
 
 namespace matbp::math {
 
-template <typename T>
-MATBP_HOST_DEVICE constexpr T machine_epsilon();
-template <>
-MATBP_HOST_DEVICE constexpr float machine_epsilon<float>() {
-  return 1.1920928955078125e-07f;
-}
-template <>
-MATBP_HOST_DEVICE constexpr double machine_epsilon<double>() {
-  return 2.220446049250313e-16;
-}
-
 // Two eigenvalues (singular values) closer than this are treated as tied: a
 // backward-stable solver cannot resolve gaps below about n eps ||A||.
 template <typename T>

@@ -65,6 +65,18 @@ MATBP_HOST_DEVICE inline T divided_difference_sqrt(T a, T b) {
   return T(1) / (sqrt(a) + sqrt(b));
 }
 
+// lo^(p-1) computed as lo^p / lo where lo^p is a normal number: p - 1 is
+// rounded when p is not a short binary fraction (0.3), and pow amplifies that
+// rounding by |log lo|.
+template <typename T>
+MATBP_HOST_DEVICE inline T pow_minus_one(T lo, T p) {
+  const T lo_p = pow(lo, p);
+  if (isfinite(lo_p) && lo_p >= smallest_normal<T>()) {
+    return lo_p / lo;
+  }
+  return pow(lo, p - T(1));
+}
+
 template <typename T>
 MATBP_HOST_DEVICE inline T divided_difference_pow(T a, T b, T p) {
   const T lo = fmin(a, b);
@@ -75,10 +87,12 @@ MATBP_HOST_DEVICE inline T divided_difference_pow(T a, T b, T p) {
                       : pow(hi, p - T(1));
   }
   const T d = (hi - lo) / lo;
-  if (!isfinite(d)) {
+  // Far apart (hi^p / lo^p beyond e): the plain quotient has no cancellation,
+  // while lo^(p-1) (1+d)^p would overflow or lose |p log1p(d)| ulps.
+  if (!isfinite(d) || abs(p * log1p(d)) > T(1)) {
     return (pow(hi, p) - pow(lo, p)) / (hi - lo);
   }
-  return pow(lo, p - T(1)) * powm1_ratio(d, p);
+  return pow_minus_one(lo, p) * powm1_ratio(d, p);
 }
 
 template <typename T>

@@ -80,7 +80,7 @@ inline LapackWorkspace lapack_gesdd_workspace(int m, int n) {
 template <typename Body>
 void parallel_over_batch(int64_t batch, int64_t n, const Body& body) {
   const int64_t flops_per_matrix = std::max<int64_t>(1, n * n * n);
-  const int64_t grain = std::max<int64_t>(1, 32768 / flops_per_matrix);
+  const int64_t grain = std::max<int64_t>(1, 4096 / flops_per_matrix);
   at::parallel_for(0, batch, grain, body);
 }
 

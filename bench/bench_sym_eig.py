@@ -1,0 +1,266 @@
+"""Benchmark: batched ``matbp.sym_eig`` against ``torch.linalg.eigh``.
+
+Both competitors run in the same process on the same random symmetric batch
+(fixed seed), interleaved per repetition so machine noise hits both alike.
+The table reports median times (ms), the ratio matbp/torch (with the
+interquartile range of the per-repetition paired ratios), a PASS/FAIL mark
+against the performance target (ratio <= 0.8 in float64 at n = 8, 32, 64,
+256), and a correctness check from the same run: eigenvalues of both agree,
+and matbp's ``V diag(L) V^T`` reconstructs ``A`` with orthonormal ``V``.
+
+Usage::
+
+    python bench/bench_sym_eig.py                 # full run, writes bench/results/sym_eig_cpu.{json,md}
+    python bench/bench_sym_eig.py --quick         # demo-sized run (sym_eig_cpu_quick.*)
+    python bench/bench_sym_eig.py --sizes 8 64 --dtypes float64 --repeats 9 --no-write
+
+From another script (``bench/`` is not a package)::
+
+    sys.path.insert(0, "bench"); import bench_sym_eig
+    rows = bench_sym_eig.run([8, 32, 64], batch=64, dtypes=["float64"], budget_s=0.5)
+    bench_sym_eig.print_rows(rows)
+
+Exit status: 1 if a correctness check fails (or, with ``--strict``, if a
+performance target is missed); 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+import matbp  # noqa: E402
+
+NAME = "sym_eig"
+TITLE = "matbp.sym_eig vs torch.linalg.eigh (batched, forward only)"
+
+DEFAULT_SIZES = (8, 32, 33, 64, 128, 256)
+DEFAULT_BATCH = 256
+DEFAULT_DTYPES = ("float32", "float64")
+QUICK_SIZES = (8, 32, 64)
+QUICK_BATCH = 64
+QUICK_BUDGET_S = 0.5  # --quick: adaptive repeats within ~0.5 s per case
+
+# Performance target: matbp/torch <= 0.8 in float64 at these sizes, B = 256.
+# Rows at other batch sizes (e.g. --quick) get no PASS/FAIL mark.
+TARGET_RATIO = 0.8
+TARGET_BATCH = 256
+TARGET_DTYPE = torch.float64
+TARGET_SIZES = frozenset({8, 32, 64, 256})
+
+# Adaptive repetition count: fill about BUDGET_S seconds per (dtype, n).
+BUDGET_S = 10.0
+MIN_REPEATS = 3
+MAX_REPEATS = 50
+
+# Correctness tolerance: TOL_FACTOR * n * eps(dtype), relative to ||A||.
+TOL_FACTOR = 10.0
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+COLUMNS = [
+    common.Column("dtype", "dtype", align="left"),
+    common.Column("n", "n"),
+    common.Column("batch", "B"),
+    common.Column("repeats", "reps"),
+    common.Column("matbp_ms", "matbp ms", ".3f"),
+    common.Column("torch_ms", "torch ms", ".3f"),
+    common.Column("ratio", "matbp/torch", ".3f"),
+    common.Column("ratio_iqr", "ratio IQR", lambda v: f"{v[0]:.2f}-{v[1]:.2f}"),
+    common.Column("target", "target", lambda v: f"<= {v}"),
+    common.Column("status", "status", align="left"),
+    common.Column("eig_err", "eig err", ".1e"),
+    common.Column("recon_err", "recon err", ".1e"),
+    common.Column("orth_err", "orth err", ".1e"),
+    common.Column("correct", "correct", lambda v: "ok" if v else "WRONG", align="left"),
+]
+
+
+def make_input(n: int, batch: int, dtype: torch.dtype, seed: int = 0,
+               device: str = "cpu") -> torch.Tensor:
+    """A batch of random symmetric matrices; same values for every dtype."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + n)
+    x = torch.randn(batch, n, n, generator=g, dtype=torch.float64)
+    a = (x + x.mT) / 2
+    return a.to(dtype=dtype, device=device)
+
+
+def check(a: torch.Tensor, lm: torch.Tensor, vm: torch.Tensor, lt: torch.Tensor) -> dict:
+    """Relative errors (max over the batch), computed in float64."""
+    a64, lm64, vm64, lt64 = (t.detach().to(torch.float64) for t in (a, lm, vm, lt))
+    n = a.shape[-1]
+    scale = lt64.abs().amax(dim=-1).clamp_min(torch.finfo(torch.float64).tiny)  # ||A||_2
+    eig_err = ((lm64 - lt64).abs().amax(dim=-1) / scale).max().item()
+    recon = (vm64 * lm64.unsqueeze(-2)) @ vm64.mT
+    a_fro = torch.linalg.matrix_norm(a64).clamp_min(torch.finfo(torch.float64).tiny)
+    recon_err = (torch.linalg.matrix_norm(recon - a64) / a_fro).max().item()
+    eye = torch.eye(n, dtype=torch.float64, device=a64.device)
+    orth_err = (torch.linalg.matrix_norm(vm64.mT @ vm64 - eye) / n ** 0.5).max().item()
+    tol = TOL_FACTOR * n * torch.finfo(a.dtype).eps
+    return {
+        "eig_err": eig_err,
+        "recon_err": recon_err,
+        "orth_err": orth_err,
+        "tol": tol,
+        "correct": bool(lm.shape == lt.shape and max(eig_err, recon_err, orth_err) <= tol),
+    }
+
+
+def _quartiles(xs: list[float]) -> tuple[float, float]:
+    if len(xs) < 2:
+        return (xs[0], xs[0])
+    q = statistics.quantiles(xs, n=4, method="inclusive")
+    return (q[0], q[2])
+
+
+def bench_one(n: int, batch: int, dtype: torch.dtype, *, repeats: int | None = None,
+              seed: int = 0, device: str = "cpu", budget_s: float = BUDGET_S) -> dict:
+    a = make_input(n, batch, dtype, seed, device)
+    fns = {
+        "matbp": lambda: matbp.sym_eig(a),
+        "torch": lambda: torch.linalg.eigh(a),
+    }
+    with torch.no_grad():
+        # Warm-up and correctness in one go (these calls are not timed).
+        lm, vm = fns["matbp"]()
+        lt, _ = fns["torch"]()
+        result = check(a, lm, vm, lt)
+        del lm, vm, lt
+        if repeats is None:
+            # One timed probe of each (also a second warm-up) sizes the run.
+            probe = common.time_interleaved(fns, repeats=1, warmup=0, device=device)
+            per_rep = sum(p["median"] for p in probe.values())
+            repeats = common.adaptive_repeats(per_rep, budget_s=budget_s,
+                                              min_repeats=MIN_REPEATS, max_repeats=MAX_REPEATS)
+        timing = common.time_interleaved(fns, repeats=repeats, warmup=0, device=device)
+
+    ms = {k: [s * 1e3 for s in v["samples"]] for k, v in timing.items()}
+    m_ms, t_ms = common.median(ms["matbp"]), common.median(ms["torch"])
+    ratio = m_ms / t_ms
+    paired = [m / t for m, t in zip(ms["matbp"], ms["torch"])]
+    targeted = dtype == TARGET_DTYPE and n in TARGET_SIZES and batch == TARGET_BATCH
+    row = {
+        "dtype": str(dtype).replace("torch.", ""),
+        "n": n,
+        "batch": batch,
+        "repeats": repeats,
+        "matbp_ms": m_ms,
+        "torch_ms": t_ms,
+        "ratio": ratio,
+        "ratio_iqr": _quartiles(paired),
+        "target": TARGET_RATIO if targeted else None,
+        "status": ("PASS" if ratio <= TARGET_RATIO else "FAIL") if targeted else None,
+        **result,
+        "matbp_samples_ms": ms["matbp"],
+        "torch_samples_ms": ms["torch"],
+    }
+    return row
+
+
+def run(sizes=DEFAULT_SIZES, batch: int = DEFAULT_BATCH, dtypes=DEFAULT_DTYPES,
+        repeats: int | None = None, *, seed: int = 0, device: str = "cpu",
+        budget_s: float = BUDGET_S, verbose: bool = False) -> list[dict]:
+    """Run the benchmark and return one row (dict) per (dtype, n).
+
+    ``dtypes`` are names ("float32", "float64") or torch dtypes; ``repeats``
+    None picks an adaptive count (>= 3, more for small n).
+    """
+    rows = []
+    for d in dtypes:
+        dtype = DTYPES[d] if isinstance(d, str) else d
+        for n in sizes:
+            row = bench_one(int(n), int(batch), dtype, repeats=repeats, seed=seed,
+                            device=device, budget_s=budget_s)
+            if verbose:
+                print(f"  {row['dtype']:>7} n={n:<4} reps={row['repeats']:<3} "
+                      f"matbp {row['matbp_ms']:9.3f} ms  torch {row['torch_ms']:9.3f} ms  "
+                      f"ratio {row['ratio']:.3f}  {row['status'] or ''}", flush=True)
+            rows.append(row)
+    return rows
+
+
+def notes_for(rows: list[dict]) -> list[str]:
+    notes = [
+        f"Times are medians over interleaved repetitions; ratio = median(matbp) / median(torch); "
+        f"ratio IQR = quartiles of per-repetition paired ratios. Target: ratio <= {TARGET_RATIO} "
+        f"in float64 at n in {sorted(TARGET_SIZES)}, B = {TARGET_BATCH} (no mark at other B).",
+        f"Errors are relative, max over the batch: eig err = max|L_matbp - L_torch| / ||A||_2, "
+        f"recon err = ||V diag(L) V^T - A||_F / ||A||_F, orth err = ||V^T V - I||_F / sqrt(n); "
+        f"tolerance {TOL_FACTOR:g} * n * eps(dtype).",
+    ]
+    wrong = [f"{r['dtype']} n={r['n']}" for r in rows if not r["correct"]]
+    if wrong:
+        notes.append("CORRECTNESS FAILURES: " + ", ".join(wrong))
+    missed = [f"{r['dtype']} n={r['n']} ({r['ratio']:.3f})" for r in rows if r["status"] == "FAIL"]
+    if missed:
+        notes.append("Targets missed: " + ", ".join(missed))
+    return notes
+
+
+def print_rows(rows: list[dict], env: dict | None = None) -> None:
+    common.print_table(rows, COLUMNS, title=TITLE, env=env, notes=notes_for(rows))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=None,
+                   help=f"matrix sizes n (default {' '.join(map(str, DEFAULT_SIZES))})")
+    p.add_argument("--batch", type=int, default=None, help=f"batch size B (default {DEFAULT_BATCH})")
+    p.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=None,
+                   help="dtypes (default float32 float64)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help=f"timed repetitions per case (default adaptive, {MIN_REPEATS}..{MAX_REPEATS})")
+    p.add_argument("--quick", action="store_true",
+                   help=f"demo-sized run: n in {QUICK_SIZES}, B={QUICK_BATCH}, about "
+                        f"{QUICK_BUDGET_S:g} s per case; writes {NAME}_<device>_quick.*")
+    p.add_argument("--budget", type=float, default=None,
+                   help=f"seconds per case for adaptive repeats (default {BUDGET_S:g})")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads before running")
+    p.add_argument("--out", default=common.DEFAULT_RESULTS_DIR, help="results directory")
+    p.add_argument("--no-write", action="store_true", help="print only; write no files")
+    p.add_argument("--strict", action="store_true", help="exit 1 when a performance target is missed")
+    args = p.parse_args(argv)
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    sizes = args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES)
+    batch = args.batch or (QUICK_BATCH if args.quick else DEFAULT_BATCH)
+    dtypes = args.dtypes or DEFAULT_DTYPES
+    repeats = args.repeats
+    budget = args.budget or (QUICK_BUDGET_S if args.quick else BUDGET_S)
+
+    env = common.environment(args.device)
+    print(f"{TITLE}\n{common.format_env(env)}", flush=True)
+    rows = run(sizes, batch, dtypes, repeats, seed=args.seed, device=args.device,
+               budget_s=budget, verbose=True)
+    print()
+    print_rows(rows)
+
+    if not args.no_write:
+        name = f"{NAME}_{common.device_tag(args.device)}" + ("_quick" if args.quick else "")
+        config = {"sizes": list(sizes), "batch": batch, "dtypes": list(dtypes),
+                  "repeats": repeats if repeats is not None else f"adaptive ({budget:g} s per case, "
+                                                                 f"{MIN_REPEATS}..{MAX_REPEATS})",
+                  "seed": args.seed, "interleaved": True}
+        paths = common.write_results(name, rows, COLUMNS, env=env, out_dir=args.out,
+                                     title=TITLE, config=config, notes=notes_for(rows))
+        print("wrote " + ", ".join(os.path.relpath(x) for x in paths))
+
+    if not all(r["correct"] for r in rows):
+        return 1
+    if args.strict and any(r["status"] == "FAIL" for r in rows):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""The matbp tour (`make demo`): versions, a correctness self-check of every
+operator, and the sym_eig benchmark at small sizes."""
+
+import os
+import platform
+import sys
+import time
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import matbp  # noqa: E402
+
+
+def heading(text):
+    print(f"\n== {text} " + "=" * max(0, 70 - len(text)))
+
+
+def check(name, ok, detail):
+    print(f"  [{'PASS' if ok else 'FAIL'}] {name:<52} {detail}")
+    return ok
+
+
+def rel(a, b):
+    return ((a - b).norm() / b.norm().clamp_min(1e-300)).item()
+
+
+def self_check():
+    g = torch.Generator().manual_seed(0)
+    ok = True
+
+    X = torch.randn(64, 16, 16, generator=g, dtype=torch.float64)
+    A = X + X.mT
+    L, V = matbp.sym_eig(A)
+    err = rel((V * L.unsqueeze(-2)) @ V.mT, A)
+    ok &= check("sym_eig: V diag(L) Vᵀ = A (B=64, n=16)", err < 1e-13, f"rel err {err:.1e}")
+    err = rel(L, torch.linalg.eigvalsh(A))
+    ok &= check("sym_eig: eigenvalues vs torch.linalg.eigvalsh", err < 1e-13, f"rel err {err:.1e}")
+
+    Y = torch.randn(32, 20, 7, generator=g, dtype=torch.float64)
+    U, S, W = matbp.svd(Y)
+    err = rel((U * S.unsqueeze(-2)) @ W.mT, Y)
+    ok &= check("svd: U diag(S) Vᵀ = X (B=32, 20x7)", err < 1e-13, f"rel err {err:.1e}")
+
+    P = X @ X.mT / 16 + torch.eye(16, dtype=torch.float64)
+    err = rel(torch.linalg.matrix_exp(matbp.sym_fn(P, "log")), P)
+    ok &= check("sym_fn: exp(log(A)) = A for SPD A", err < 1e-12, f"rel err {err:.1e}")
+    err = rel(matbp.sym_fn(P, "sqrt") @ matbp.sym_fn(P, "sqrt"), P)
+    ok &= check("sym_fn: sqrt(A)² = A", err < 1e-12, f"rel err {err:.1e}")
+
+    # Exactness at a triple eigenvalue: sym_fn's gradient against the
+    # Daleckii–Krein formula with the known spectrum; the composition through
+    # eigenvectors (torch.linalg.eigh) is not differentiable there.
+    lam = torch.tensor([1.0, 1.0, 1.0, 2.0], dtype=torch.float64)
+    Q, _ = torch.linalg.qr(torch.randn(4, 4, generator=g, dtype=torch.float64))
+    E = torch.randn(4, 4, generator=g, dtype=torch.float64)
+    E = E + E.mT
+    A4 = ((Q * lam) @ Q.mT).requires_grad_()
+    (matbp.sym_fn(A4, "log") * E).sum().backward()
+    d = lam[:, None] - lam[None, :]
+    F1 = torch.where(d == 0, 1 / lam[:, None].expand(4, 4), (lam.log()[:, None] - lam.log()[None, :]) / torch.where(d == 0, 1, d))
+    Et = Q.mT @ E @ Q
+    exact = (F1 * Et * Et).sum()
+    got = (A4.grad * E).sum()
+    err = abs(got - exact).item() / abs(exact).item()
+    ok &= check("sym_fn: gradient exact at a triple eigenvalue", err < 1e-12, f"rel err {err:.1e}")
+    A5 = A4.detach().clone().requires_grad_()
+    Lt, Vt = torch.linalg.eigh(A5)
+    (((Vt * Lt.log().unsqueeze(-2)) @ Vt.mT) * E).sum().backward()
+    tgot = (A5.grad * E).sum().item()
+    print(f"         (torch.linalg.eigh composition gives {tgot:.4g} there, exact {exact.item():.4g})")
+
+    Z = torch.randn(2, 5, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.arange(1.0, 4.0, dtype=torch.float64)
+
+    def svd_fn(Z):
+        U, S, V = matbp.svd(Z)
+        return S, (U * w) @ U.mT, (V * w) @ V.mT
+
+    ok &= check("svd: float64 gradcheck (m ≠ n)", torch.autograd.gradcheck(svd_fn, (Z,)), "")
+    Asym = torch.randn(2, 5, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    ok &= check(
+        "sym_eig: float64 gradcheck",
+        torch.autograd.gradcheck(lambda A: (lambda L, V: (L, (V * torch.arange(5.0, dtype=A.dtype)) @ V.mT))(*matbp.sym_eig(A + A.mT)), (Asym,)),
+        "",
+    )
+    try:
+        matbp.sym_eig(torch.tensor([[1.0, float("nan")], [0.0, 1.0]]))
+        ok &= check("bad input: NaN raises a named error", False, "no error")
+    except RuntimeError as e:
+        ok &= check("bad input: NaN raises a named error", "matbp.sym_eig" in str(e), str(e).splitlines()[0][:60])
+    return ok
+
+
+def main():
+    heading("matbp")
+    print(f"  matbp {matbp.__version__}, torch {torch.__version__}, Python {platform.python_version()}")
+    print(f"  CPU threads: {torch.get_num_threads()}, CUDA available: {torch.cuda.is_available()}")
+    heading("self-check")
+    t0 = time.perf_counter()
+    ok = self_check()
+    print(f"  ({time.perf_counter() - t0:.1f} s)")
+    heading("benchmark: sym_eig vs torch.linalg.eigh (small sizes; full run: make bench)")
+    import bench_sym_eig
+
+    rows = bench_sym_eig.run(bench_sym_eig.QUICK_SIZES, batch=bench_sym_eig.QUICK_BATCH, dtypes=["float64"], budget_s=bench_sym_eig.QUICK_BUDGET_S)
+    bench_sym_eig.print_rows(rows)
+    if not ok:
+        print("\nself-check FAILED")
+        sys.exit(1)
+    print("\nall self-checks passed")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+// The matbp operators called the way a libtorch user calls them: through the
+// dispatcher, by schema name (schemas in csrc/ops/registration.cpp), on CPU
+// tensors. Linking libmatbp.so registers them (static initializers).
+
+#include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <c10/util/Exception.h>
+#include <gtest/gtest.h>
+
+#include <limits>
+#include <string>
+#include <tuple>
+
+namespace {
+
+using Tensor = at::Tensor;
+
+std::tuple<Tensor, Tensor> matbp_sym_eig(const Tensor& A) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("matbp::sym_eig", "")
+                       .typed<std::tuple<Tensor, Tensor>(const Tensor&)>();
+  return op.call(A);
+}
+
+std::tuple<Tensor, Tensor, Tensor> matbp_svd(const Tensor& X) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("matbp::svd", "")
+                       .typed<std::tuple<Tensor, Tensor, Tensor>(const Tensor&)>();
+  return op.call(X);
+}
+
+Tensor matbp_sym_fn(const Tensor& A, c10::string_view fn, double p = 1.0) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("matbp::sym_fn", "")
+                       .typed<Tensor(const Tensor&, c10::string_view, double)>();
+  return op.call(A, fn, p);
+}
+
+Tensor random_symmetric(at::IntArrayRef batch, int64_t n, at::ScalarType dtype) {
+  std::vector<int64_t> shape(batch.begin(), batch.end());
+  shape.push_back(n);
+  shape.push_back(n);
+  auto B = at::randn(shape, at::TensorOptions().dtype(dtype));
+  return B + B.mT();
+}
+
+double max_abs_diff(const Tensor& a, const Tensor& b) {
+  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
+}
+
+class MatbpOps : public ::testing::Test {
+ protected:
+  void SetUp() override { at::manual_seed(0); }
+};
+
+TEST_F(MatbpOps, SymEigReconstructsAndMatchesEigh) {
+  const auto A = random_symmetric({3, 2}, 6, at::kDouble);
+  auto [L, V] = matbp_sym_eig(A);
+  ASSERT_EQ(L.sizes(), (std::vector<int64_t>{3, 2, 6}));
+  ASSERT_EQ(V.sizes(), (std::vector<int64_t>{3, 2, 6, 6}));
+  EXPECT_EQ(L.scalar_type(), at::kDouble);
+  const auto VLVt = at::matmul(V * L.unsqueeze(-2), V.mT());
+  EXPECT_LT(max_abs_diff(VLVt, A), 1e-12);
+  EXPECT_LT(max_abs_diff(at::matmul(V.mT(), V), at::eye(6, A.options()).expand_as(V)), 1e-13);
+  EXPECT_LT(max_abs_diff(L, at::linalg_eigvalsh(A)), 1e-12);
+  // Ascending, as documented.
+  EXPECT_TRUE((L.narrow(-1, 1, 5) >= L.narrow(-1, 0, 5)).all().item<bool>());
+
+  // float32 in, float32 out, accurate to float precision.
+  const auto Af = A.to(at::kFloat);
+  auto [Lf, Vf] = matbp_sym_eig(Af);
+  EXPECT_EQ(Lf.scalar_type(), at::kFloat);
+  EXPECT_LT(max_abs_diff(at::matmul(Vf * Lf.unsqueeze(-2), Vf.mT()), Af), 1e-4);
+}
+
+TEST_F(MatbpOps, SvdReconstructsTallAndWide) {
+  for (auto shape : {std::vector<int64_t>{2, 7, 4}, std::vector<int64_t>{2, 4, 7}}) {
+    const auto X = at::randn(shape, at::TensorOptions().dtype(at::kDouble));
+    const int64_t m = shape[1], n = shape[2], k = std::min(m, n);
+    auto [U, S, V] = matbp_svd(X);
+    ASSERT_EQ(U.sizes(), (std::vector<int64_t>{2, m, k}));
+    ASSERT_EQ(S.sizes(), (std::vector<int64_t>{2, k}));
+    ASSERT_EQ(V.sizes(), (std::vector<int64_t>{2, n, k}));
+    EXPECT_LT(max_abs_diff(at::matmul(U * S.unsqueeze(-2), V.mT()), X), 1e-12)
+        << "m=" << m << " n=" << n;
+    EXPECT_LT(max_abs_diff(S, at::linalg_svdvals(X)), 1e-12);
+    EXPECT_TRUE((S.narrow(-1, 0, k - 1) >= S.narrow(-1, 1, k - 1)).all().item<bool>());
+    const auto I = at::eye(k, X.options());
+    EXPECT_LT(max_abs_diff(at::matmul(U.mT(), U), I.expand({2, k, k})), 1e-13);
+    EXPECT_LT(max_abs_diff(at::matmul(V.mT(), V), I.expand({2, k, k})), 1e-13);
+  }
+}
+
+TEST_F(MatbpOps, SymFnLogMatchesEigenComposition) {
+  const int64_t n = 5;
+  const auto B = at::randn({4, n, n}, at::TensorOptions().dtype(at::kDouble));
+  const auto A = at::matmul(B, B.mT()) + 0.1 * at::eye(n, B.options());  // SPD
+  const auto F = matbp_sym_fn(A, "log");
+  auto [L, V] = at::linalg_eigh(A);
+  const auto want = at::matmul(V * L.log().unsqueeze(-2), V.mT());
+  EXPECT_EQ(F.sizes(), A.sizes());
+  EXPECT_LT(max_abs_diff(F, want), 1e-11);
+  // exp(log(A)) = A through the same op.
+  EXPECT_LT(max_abs_diff(matbp_sym_fn(F, "exp"), A), 1e-10);
+  // pow with p = 0.5 equals sqrt.
+  EXPECT_LT(max_abs_diff(matbp_sym_fn(A, "pow", 0.5), matbp_sym_fn(A, "sqrt")), 1e-12);
+}
+
+TEST_F(MatbpOps, NaNInputRaisesErrorNamingTheOp) {
+  auto A = random_symmetric({2}, 4, at::kDouble);
+  A[1][2][3] = std::numeric_limits<double>::quiet_NaN();
+  try {
+    matbp_sym_eig(A);
+    FAIL() << "matbp::sym_eig accepted a NaN input";
+  } catch (const c10::Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("matbp.sym_eig"), std::string::npos) << msg;
+  }
+}
+
+}  // namespace
