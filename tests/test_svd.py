@@ -130,3 +130,11 @@ def test_torch_compile_fullgraph():
     ref.sum().backward()
     torch.testing.assert_close(out, ref)
     torch.testing.assert_close(X.grad, X2.grad)
+
+
+@pytest.mark.parametrize("shape", [(2, 0, 3), (2, 3, 0), (0, 4, 2)])
+def test_backward_of_empty_matrices(shape):
+    X = torch.zeros(shape, dtype=torch.float64, requires_grad=True)
+    U, S, V = matbp.svd(X)
+    (U.sum() + S.sum() + V.sum()).backward()
+    assert X.grad.shape == X.shape and (X.grad == 0).all()

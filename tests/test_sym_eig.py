@@ -182,3 +182,14 @@ def test_concurrent_calls_from_threads():
         t.join()
     for got, want in zip(results, expected):
         torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("shape", [(2, 0, 0), (0, 3, 3), (1, 1)])
+def test_backward_of_empty_and_1x1(shape):
+    A = torch.ones(shape, dtype=torch.float64, requires_grad=True)
+    L, V = matbp.sym_eig(A)
+    (L.sum() + V.abs().sum()).backward()
+    assert A.grad.shape == A.shape and torch.isfinite(A.grad).all()
+    A2 = (2 * torch.ones(shape, dtype=torch.float64)).requires_grad_()
+    matbp.sym_fn(A2, "log").sum().backward()
+    assert A2.grad.shape == A2.shape and torch.isfinite(A2.grad).all()

@@ -106,15 +106,10 @@ at::Tensor svd_backward_cpu(const std::optional<at::Tensor>& gU,
   if (has_gS) TORCH_CHECK(gS->sizes() == S.sizes(), op, ": 'gS' must have the shape of 'S'");
   if (has_gV) TORCH_CHECK(gV->sizes() == V.sizes(), op, ": 'gV' must have the shape of 'V'");
   auto out_shape = with_trailing(U, {m, n});
-  if (!has_gU && !has_gS && !has_gV) return at::zeros(out_shape, U.options());
+  if ((!has_gU && !has_gS && !has_gV) || k == 0) return at::zeros(out_shape, U.options());
 
   const auto U64 = U.to(at::kDouble), V64 = V.to(at::kDouble);
   const auto S64 = S.to(at::kDouble).contiguous();
-  // Tie tolerance per matrix: max(m, n) eps s_max (S is descending).
-  const auto tol = k > 0 ? (S64.select(-1, 0) * (double(std::max<int64_t>(std::max(m, n), 1)) *
-                                                 math::machine_epsilon<double>()))
-                               .contiguous()
-                         : at::zeros(S64.sizes(), S64.options());
   const auto gU64 = has_gU ? gU->to(at::kDouble) : at::Tensor();
   const auto gV64 = has_gV ? gV->to(at::kDouble) : at::Tensor();
   const auto M = has_gU ? at::matmul(U64.mT(), gU64).contiguous() : at::zeros(with_trailing(U, {k, k}), S64.options());
@@ -129,7 +124,6 @@ at::Tensor svd_backward_cpu(const std::optional<at::Tensor>& gU,
   const double* np = N.data_ptr<double>();
   const double* sp = S64.data_ptr<double>();
   const double* gsp = gS64.data_ptr<double>();
-  const double* tp = tol.data_ptr<double>();
   double* ip = inner.data_ptr<double>();
   at::parallel_for(0, batch, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, k * k)),
                    [&](int64_t begin, int64_t end) {
@@ -138,27 +132,28 @@ at::Tensor svd_backward_cpu(const std::optional<at::Tensor>& gU,
                        const double* nb = np + b * k * k;
                        const double* s = sp + b * k;
                        double* out = ip + b * k * k;
+                       // S is descending: s[0] is the largest singular value.
+                       const double tie = math::tie_tolerance(s[0], std::max(m, n));
                        for (int64_t i = 0; i < k; ++i) {
-                         spinv[b * k + i] = math::pseudo_inverse(s[i], tp[b]);
+                         spinv[b * k + i] = math::pseudo_inverse(s[i], tie);
                          for (int64_t j = 0; j < k; ++j) {
                            out[i * k + j] =
                                i == j ? gsp[b * k + i]
                                       : math::svd_adjoint_entry(mb[i * k + j], mb[j * k + i],
                                                                 nb[i * k + j], nb[j * k + i], s[i],
-                                                                s[j], tp[b]);
+                                                                s[j], tie);
                          }
                        }
                      }
                    });
   auto gX = at::matmul(at::matmul(U64, inner), V64.mT());
-  if ((has_gU && m > k) || (has_gV && n > k)) {
-    // S^+ keeps these terms finite when X loses rank.
-    if (has_gU && m > k) {
-      gX = gX + at::matmul((gU64 - at::matmul(U64, M)) * s_pinv.unsqueeze(-2), V64.mT());
-    }
-    if (has_gV && n > k) {
-      gX = gX + at::matmul(U64 * s_pinv.unsqueeze(-2), (gV64 - at::matmul(V64, N)).mT());
-    }
+  // The projections onto the complements of range(U) and range(V) vanish
+  // when U (V) is square; S^+ keeps them finite when X loses rank.
+  if (has_gU && m > k) {
+    gX = gX + at::matmul((gU64 - at::matmul(U64, M)) * s_pinv.unsqueeze(-2), V64.mT());
+  }
+  if (has_gV && n > k) {
+    gX = gX + at::matmul(U64 * s_pinv.unsqueeze(-2), (gV64 - at::matmul(V64, N)).mT());
   }
   return gX.to(U.scalar_type());
 }

@@ -104,10 +104,17 @@ at::Tensor sym_eig_backward_cpu(const std::optional<at::Tensor>& gL,
 
 at::Tensor eig_tie_tolerances(const at::Tensor& L64) {
   const int64_t n = L64.size(-1);
-  if (n == 0) return at::zeros(L64.sizes().slice(0, L64.dim() - 1), L64.options());
-  const auto max_abs = at::maximum(L64.select(-1, 0).abs(), L64.select(-1, n - 1).abs());
-  return (max_abs * (double(std::max<int64_t>(n, 1)) * math::machine_epsilon<double>()))
-      .contiguous();
+  auto tol = at::zeros(L64.sizes().slice(0, L64.dim() - 1), L64.options());
+  if (n == 0) return tol;
+  const auto Lc = L64.contiguous();
+  const double* lam = Lc.data_ptr<double>();
+  double* out = tol.data_ptr<double>();
+  for (int64_t b = 0, batch = tol.numel(); b < batch; ++b) {
+    // Ascending eigenvalues: the largest magnitude is at one end.
+    const double max_abs = std::max(std::abs(lam[b * n]), std::abs(lam[b * n + n - 1]));
+    out[b] = math::tie_tolerance(max_abs, n);
+  }
+  return tol;
 }
 
 std::tuple<at::Tensor, at::Tensor> sym_eig_lapack(const at::Tensor& A, at::ScalarType out_dtype,
