@@ -19,6 +19,16 @@ at::Tensor sym_fn(const at::Tensor& A, c10::string_view fn, double p) {
   return std::get<0>(with_eig.call(A, fn, p));
 }
 
+// o2p_log likewise forwards to o2p_log_with_eig, whose extra outputs are the
+// Gram eigendecomposition its backward reuses.
+at::Tensor o2p_log(const at::Tensor& X, double eps) {
+  static auto with_eig = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("matbp::o2p_log_with_eig", "")
+                             .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
+                                 const at::Tensor&, double)>();
+  return std::get<0>(with_eig.call(X, eps));
+}
+
 }  // namespace
 
 TORCH_LIBRARY(matbp, m) {
@@ -31,10 +41,16 @@ TORCH_LIBRARY(matbp, m) {
   m.def("sym_fn(Tensor A, str fn, float p=1.0) -> Tensor");
   m.def("sym_fn_with_eig(Tensor A, str fn, float p=1.0) -> (Tensor F, Tensor L, Tensor V)");
   m.def("sym_fn_backward(Tensor gF, Tensor L, Tensor V, str fn, float p) -> Tensor");
+  m.def("o2p_log(Tensor X, float eps=1e-3) -> Tensor");
+  m.def(
+      "o2p_log_with_eig(Tensor X, float eps=1e-3) -> (Tensor C, Tensor S, Tensor U, Tensor Y)");
+  m.def(
+      "o2p_log_backward(Tensor gC, Tensor X, Tensor S, Tensor U, Tensor Y, float eps) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(matbp, CompositeImplicitAutograd, m) {
   m.impl("sym_fn", &sym_fn);
+  m.impl("o2p_log", &o2p_log);
 }
 
 }  // namespace matbp::ops

@@ -224,3 +224,76 @@ def sym_fn(A: Tensor, fn: str, p: Optional[float] = None) -> Tensor:
     elif p is not None:
         raise ValueError(f"matbp.sym_fn: argument 'p' is only used by fn='pow', got fn={fn!r}")
     return _lib.sym_fn(A, fn, 1.0 if p is None else float(p))
+
+
+# ---------------------------------------------------------------- o2p_log
+
+
+def _o2p_eig_size(X) -> int:
+    # The m x m path (m < d) decomposes X Xᵀ, the d x d path Xᵀ X.
+    return min(X.shape[-2], X.shape[-1])
+
+
+@torch.library.register_fake("matbp::o2p_log_with_eig")
+def _o2p_log_with_eig_fake(X, eps=1e-3):
+    _check_float_matrix(X, "matbp.o2p_log", "X", square=False)
+    torch._check(eps > 0, lambda: f"matbp.o2p_log: argument 'eps' must be a positive finite number, got {eps}")
+    m, d, k = X.shape[-2], X.shape[-1], _o2p_eig_size(X)
+    batch = X.shape[:-2]
+    return (
+        X.new_empty((*batch, d, d)),
+        X.new_empty((*batch, k), dtype=torch.float64),
+        X.new_empty((*batch, k, k), dtype=torch.float64),
+        # Y = Uᵀ X on the m x m path (m < d), empty on the d x d path.
+        X.new_empty((*batch, m if m < d else 0, d), dtype=torch.float64),
+    )
+
+
+@torch.library.register_fake("matbp::o2p_log_backward")
+def _o2p_log_backward_fake(gC, X, S, U, Y, eps):
+    return X.new_empty(X.shape)
+
+
+def _o2p_log_setup(ctx, inputs, output):
+    X, eps = inputs
+    _, S, U, Y = output
+    ctx.eps = eps
+    ctx.mark_non_differentiable(S, U, Y)
+    ctx.set_materialize_grads(False)  # no zero tensors for the auxiliary outputs
+    ctx.save_for_backward(X, S, U, Y)
+
+
+def _o2p_log_backward(ctx, gC, gS, gU, gY):
+    if gC is None:
+        return None, None
+    X, S, U, Y = ctx.saved_tensors
+    return _lib.o2p_log_backward(gC, X, S, U, Y, ctx.eps), None
+
+
+torch.library.register_autograd(
+    "matbp::o2p_log_with_eig", _o2p_log_backward, setup_context=_o2p_log_setup
+)
+_no_double_backward("o2p_log_backward")
+
+
+def o2p_log(X: Tensor, eps: float = 1e-3) -> Tensor:
+    """Second-order pooling log layer C = log(XᵀX + eps·I) (DeepO2P, eq. 4).
+
+    Args:
+        X: (*, m, d) float32 or float64 — m positions (rows) × d channels.
+            No 1/m normalisation is applied: pass ``X / sqrt(m)`` for the log
+            of a (non-centred) covariance.
+        eps: the regulariser, > 0 (the paper's 1e-3 by default).
+
+    Returns:
+        C: (*, d, d), the dtype of X (computed in float64).
+
+    For m < d (the usual case for conv features, e.g. 169 positions × 256
+    channels) the op decomposes the m×m Gram matrix X Xᵀ and never forms a
+    d×d eigenproblem: C = log(eps)·I + Xᵀ U h(S) Uᵀ X with
+    h(s) = log1p(s/eps)/s. For m ≥ d it decomposes Xᵀ X. Both backwards use
+    divided differences (of log, and the second divided differences of log
+    that h needs) evaluated stably, so gradients are exact when eigenvalues
+    repeat or vanish, and finite for zero or rank-deficient input.
+    """
+    return _lib.o2p_log(X, float(eps))

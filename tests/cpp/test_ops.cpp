@@ -36,6 +36,13 @@ Tensor matbp_sym_fn(const Tensor& A, c10::string_view fn, double p = 1.0) {
   return op.call(A, fn, p);
 }
 
+Tensor matbp_o2p_log(const Tensor& X, double eps) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("matbp::o2p_log", "")
+                       .typed<Tensor(const Tensor&, double)>();
+  return op.call(X, eps);
+}
+
 Tensor random_symmetric(at::IntArrayRef batch, int64_t n, at::ScalarType dtype) {
   std::vector<int64_t> shape(batch.begin(), batch.end());
   shape.push_back(n);
@@ -115,6 +122,16 @@ TEST_F(MatbpOps, NaNInputRaisesErrorNamingTheOp) {
   } catch (const c10::Error& e) {
     const std::string msg = e.what();
     EXPECT_NE(msg.find("matbp.sym_eig"), std::string::npos) << msg;
+  }
+}
+
+TEST_F(MatbpOps, O2PLogMatchesLogOfRegularisedGramBothPaths) {
+  for (auto [m, d] : {std::pair<int64_t, int64_t>{5, 8}, {8, 5}}) {
+    const auto X = at::randn({3, m, d}, at::TensorOptions().dtype(at::kDouble));
+    const auto C = matbp_o2p_log(X, 1e-2);
+    auto [L, V] = at::linalg_eigh(at::matmul(X.mT(), X) + 1e-2 * at::eye(d, at::kDouble));
+    const auto ref = at::matmul(V * L.log().unsqueeze(-2), V.mT());
+    EXPECT_LT(max_abs_diff(C, ref), 1e-11) << "m=" << m << " d=" << d;
   }
 }
 

@@ -7,7 +7,9 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -65,6 +67,49 @@ void transform_pairs_inplace(at::Tensor& M, const Pair& pair, const Diag& diag) 
       }
     }
   });
+}
+
+// sym(G) = (G + G^T) / 2 of a (B, n, n) float64 tensor, in one pass.
+inline at::Tensor symmetrize(const at::Tensor& G64) {
+  const auto G = G64.contiguous();
+  auto out = at::empty_like(G);
+  const int64_t n = G.size(-1);
+  const int64_t batch = batch_count(G);
+  const double* g = G.data_ptr<double>();
+  double* o = out.data_ptr<double>();
+  at::parallel_for(0, batch, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, n * n)),
+                   [&](int64_t begin, int64_t end) {
+                     for (int64_t b = begin; b < end; ++b) {
+                       const double* gb = g + b * n * n;
+                       double* ob = o + b * n * n;
+                       for (int64_t i = 0; i < n; ++i) {
+                         ob[i * n + i] = gb[i * n + i];
+                         for (int64_t j = i + 1; j < n; ++j) {
+                           const double v = 0.5 * (gb[i * n + j] + gb[j * n + i]);
+                           ob[i * n + j] = v;
+                           ob[j * n + i] = v;
+                         }
+                       }
+                     }
+                   });
+  return out;
+}
+
+// True when every element is finite; one read, no temporaries.
+inline bool all_finite(const at::Tensor& t) {
+  const auto c = t.contiguous();
+  bool finite = true;
+  AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "matbp_all_finite", [&] {
+    const scalar_t* p = c.data_ptr<scalar_t>();
+    finite = at::parallel_reduce(
+        0, c.numel(), 1 << 16, true,
+        [&](int64_t begin, int64_t end, bool ok) {
+          for (int64_t i = begin; i < end && ok; ++i) ok = std::isfinite(p[i]);
+          return ok;
+        },
+        [](bool a, bool b) { return a && b; });
+  });
+  return finite;
 }
 
 }  // namespace matbp::ops::cpu

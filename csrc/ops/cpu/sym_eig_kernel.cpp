@@ -6,6 +6,7 @@
 #include <torch/library.h>
 
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "../../math/adjoint_weights.h"
@@ -118,11 +119,12 @@ at::Tensor eig_tie_tolerances(const at::Tensor& L64) {
 }
 
 std::tuple<at::Tensor, at::Tensor> sym_eig_lapack(const at::Tensor& A, at::ScalarType out_dtype,
-                                                  const char* op) {
-  check_float_matrix(A, op, "A", /*square=*/true);
+                                                  const char* op, const char* arg) {
+  check_float_matrix(A, op, arg, /*square=*/true);
   TORCH_CHECK(A.device().is_cpu(), op, ": expected a CPU tensor, got ", A.device());
   const int64_t n = A.size(-1);
-  check_lapack_size(lapack_syevd_min_workspace(n), op, "the LAPACK workspace for a matrix of A");
+  check_lapack_size(lapack_syevd_min_workspace(n), op,
+                    (std::string("the LAPACK workspace for a matrix of ") + arg).c_str());
   const auto opts = A.options().dtype(out_dtype);
   auto L = at::empty(with_trailing(A, {n}), opts);
   auto V = at::empty(with_trailing(A, {n, n}), opts);
@@ -143,7 +145,7 @@ std::tuple<at::Tensor, at::Tensor> sym_eig_lapack(const at::Tensor& A, at::Scala
     sym_eig_batch(Ac.data_ptr<float>(), L.data_ptr<float>(), V.data_ptr<float>(), batch, n, ws,
                   nonfinite, failed);
   }
-  TORCH_CHECK(!nonfinite.any(), op, ": argument 'A' contains NaN or Inf (matrix ",
+  TORCH_CHECK(!nonfinite.any(), op, ": argument '", arg, "' contains NaN or Inf (matrix ",
               nonfinite.index(), " of the flattened batch)");
   TORCH_CHECK(!failed.any(), op, ": LAPACK dsyevd failed to converge on matrix ",
               failed.index(), " of the flattened batch");

@@ -8,9 +8,9 @@ namespace matbp::ops::cpu {
 
 // Batched symmetric eigendecomposition with LAPACK dsyevd (always in float64),
 // results stored as out_dtype: L ascending (*, n), V (*, n, n) contiguous.
-// `op` names the calling op in error messages.
+// `op` and `arg` name the calling op and the matrix in error messages.
 std::tuple<at::Tensor, at::Tensor> sym_eig_lapack(const at::Tensor& A, at::ScalarType out_dtype,
-                                                  const char* op);
+                                                  const char* op, const char* arg = "A");
 
 // Per-matrix tie tolerance n eps max|lambda| of ascending eigenvalues (B, n).
 at::Tensor eig_tie_tolerances(const at::Tensor& L64);

@@ -10,6 +10,7 @@
 #include "../spectral_fn.h"
 #include "batch_loops.h"
 #include "sym_eig_kernel.h"
+#include "sym_fn_kernel.h"
 
 namespace matbp::ops::cpu {
 namespace {
@@ -55,28 +56,36 @@ at::Tensor sym_fn_backward_cpu(const at::Tensor& gF, const at::Tensor& L, const 
   check_float_matrix(gF, op, "gF", /*square=*/true);
   TORCH_CHECK(gF.sizes() == V.sizes(), op, ": 'gF' must have the shape of 'V' ", V.sizes(),
               ", got ", gF.sizes());
-  const auto L64 = L.to(at::kDouble).contiguous();
-  const auto V64 = V.to(at::kDouble);
+  return spectral_function_backward(gF.to(at::kDouble), L.to(at::kDouble), V.to(at::kDouble), fn,
+                                    p)
+      .to(gF.scalar_type());
+}
+
+}  // namespace
+
+at::Tensor spectral_function_backward(const at::Tensor& gF64, const at::Tensor& L64,
+                                      const at::Tensor& V64, math::SpectralFn fn, double p,
+                                      double scale) {
+  const auto lam_c = L64.contiguous();
   const auto Vt = V64.mT();
   // M = V^T gF V; F1 o sym(M) = F1 o V^T sym(gF) V, symmetrised in the pass.
-  auto inner = at::matmul(at::matmul(Vt, gF.to(at::kDouble)), V64).contiguous();
-  const int64_t n = V.size(-1);
-  const double* lam = L64.data_ptr<double>();
+  auto inner = at::matmul(at::matmul(Vt, gF64), V64).contiguous();
+  const int64_t n = V64.size(-1);
+  const double* lam = lam_c.data_ptr<double>();
   transform_pairs_inplace(
       inner,
       [&](int64_t b, int64_t i, int64_t j, double m_ij, double m_ji) {
         const double* l = lam + b * n;
-        const double e = math::divided_difference(fn, l[i], l[j], p) * 0.5 * (m_ij + m_ji);
+        const double e =
+            math::divided_difference(fn, l[i], l[j], p) * (0.5 * scale) * (m_ij + m_ji);
         return std::pair<double, double>(e, e);
       },
       [&](int64_t b, int64_t i, double m_ii) {
         const double l = lam[b * n + i];
-        return math::divided_difference(fn, l, l, p) * m_ii;
+        return math::divided_difference(fn, l, l, p) * scale * m_ii;
       });
-  return at::matmul(at::matmul(V64, inner), Vt).to(gF.scalar_type());
+  return at::matmul(at::matmul(V64, inner), Vt);
 }
-
-}  // namespace
 
 TORCH_LIBRARY_IMPL(matbp, CPU, m) {
   m.impl("sym_fn_with_eig", &sym_fn_with_eig_cpu);

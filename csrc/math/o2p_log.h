@@ -1,0 +1,94 @@
+#pragma once
+
+// Scalar math of the second-order pooling layer C = log(X^T X + eps I).
+//
+// The m x m path works with the Gram matrix K = X X^T = U diag(s) U^T and
+//   h(s) = log1p(s / eps) / s = log[eps, eps + s],  h(0) = 1 / eps,
+// so that C = log(eps) I + X^T U h(s) U^T X. Its backward needs the divided
+// differences of h, h[s_i, s_j] = log[eps, eps + s_i, eps + s_j] (a second
+// divided difference of log), evaluated here without cancellation:
+//   h(s) = phi(s / eps) / eps,  phi(x) = log1p(x) / x,
+//   h[s_i, s_j] = phi[x_i, x_j] / eps^2.
+
+#include "divided_differences.h"
+#include "host_device.h"
+
+namespace matbp::math {
+
+// Below this the divided difference of phi is summed as a power series: the
+// terms fall like 0.05^k, so 18 of them reach double precision.
+constexpr double kPhiSeriesThreshold = 0.05;
+constexpr int kPhiSeriesTerms = 18;
+
+// phi[x, y] = (phi(x) - phi(y)) / (x - y) for x, y >= 0; phi[x, x] = phi'(x).
+template <typename T>
+MATBP_HOST_DEVICE inline T log1p_ratio_divided_difference(T x, T y) {
+  const T hi = fmax(x, y);
+  const T lo = fmin(x, y);
+  if (hi < T(kPhiSeriesThreshold)) {
+    // phi(x) = sum_k (-1)^k x^k / (k + 1), so
+    // phi[x, y] = sum_{k>=1} (-1)^k / (k + 1) * h_{k-1}(x, y), with the complete
+    // homogeneous polynomials h_j = sum_i x^i y^(j-i), h_j = y h_{j-1} + x^j.
+    T h = T(1), x_pow = T(1), sum = T(0), sign = T(-1);
+    for (int k = 1; k <= kPhiSeriesTerms; ++k) {
+      sum += sign * h / T(k + 1);
+      x_pow *= x;
+      h = y * h + x_pow;
+      sign = -sign;
+    }
+    return sum;
+  }
+  if (hi - lo > T(0.5) * hi) {
+    // Far apart: phi(lo) / phi(hi) is bounded away from 1, no cancellation.
+    return (log1p_ratio(hi) - log1p_ratio(lo)) / (hi - lo);
+  }
+  // Close, both >= kPhiSeriesThreshold / 2:
+  //   phi[lo, hi] = (hi * log1p[lo, hi] - log1p(hi)) / (lo * hi),
+  // with log1p[lo, hi] = log1p(g) / g / (1 + lo), g = (hi - lo) / (1 + lo),
+  // which never subtracts close numbers; the remaining subtraction loses at
+  // most a factor ~2 / hi <= 40 in relative accuracy.
+  const T g = (hi - lo) / (T(1) + lo);
+  const T log1p_dd = log1p_ratio(g) / (T(1) + lo);
+  return (hi * log1p_dd - log1p(hi)) / (lo * hi);
+}
+
+// h(s) = log1p(s / eps) / s, s >= 0.
+template <typename T>
+MATBP_HOST_DEVICE inline T o2p_h(T s, T eps) {
+  return log1p_ratio(s / eps) / eps;
+}
+
+// h[s_i, s_j], the coupling of the m x m path's backward. h_i = o2p_h(s_i)
+// and h_j = o2p_h(s_j) are passed in (the kernels have them already), which
+// saves transcendental calls: far apart, their quotient is exact; close, the
+// log1p(x_hi) of log1p_ratio_divided_difference is h_hi * s_hi.
+template <typename T>
+MATBP_HOST_DEVICE inline T o2p_h_divided_difference(T s_i, T s_j, T h_i, T h_j, T eps) {
+  const bool i_high = s_i >= s_j;
+  const T s_hi = i_high ? s_i : s_j, s_lo = i_high ? s_j : s_i;
+  const T h_hi = i_high ? h_i : h_j;
+  const T hi = s_hi / eps, lo = s_lo / eps;
+  if (hi < T(kPhiSeriesThreshold)) {
+    return log1p_ratio_divided_difference(hi, lo) / eps / eps;
+  }
+  if (hi - lo > T(0.5) * hi) {
+    return (h_i - h_j) / (s_i - s_j);
+  }
+  const T g = (hi - lo) / (T(1) + lo);
+  const T log1p_dd = log1p_ratio(g) / (T(1) + lo);
+  return (hi * log1p_dd - h_hi * s_hi) / (lo * hi) / eps / eps;
+}
+
+// Eigenvalues of a Gram matrix are >= 0; a solver may return -O(eps ||K||).
+template <typename T>
+MATBP_HOST_DEVICE inline T clamp_gram_eigenvalue(T s) {
+  return fmax(s, T(0));
+}
+
+// log(eps + s) for s >= 0, exact for s << eps.
+template <typename T>
+MATBP_HOST_DEVICE inline T o2p_log_eigenvalue(T s, T eps) {
+  return log(eps) + log1p(s / eps);
+}
+
+}  // namespace matbp::math

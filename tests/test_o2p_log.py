@@ -1,0 +1,219 @@
+import pytest
+import torch
+from torch.autograd import gradcheck
+
+import matbp
+from conftest import BATCH_SHAPES
+from o2p_reference import o2p_log_directional_reference, o2p_log_reference
+
+
+def gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def low_rank(m, d, r, scale=1.0, seed=0):
+    g = gen(seed)
+    return scale * torch.randn(m, r, generator=g, dtype=torch.float64) @ torch.randn(r, d, generator=g, dtype=torch.float64)
+
+
+def with_singular_values(m, d, sv, seed=0):
+    g = gen(seed)
+    k = len(sv)
+    P, _ = torch.linalg.qr(torch.randn(m, k, generator=g, dtype=torch.float64))
+    W, _ = torch.linalg.qr(torch.randn(d, k, generator=g, dtype=torch.float64))
+    return (P * torch.tensor(sv, dtype=torch.float64)) @ W.mT
+
+
+def gaussian(m, d, scale=1.0, seed=0):
+    return scale * torch.randn(m, d, generator=gen(seed), dtype=torch.float64)
+
+
+# (name, X, eps); every family in both paths: m < d (X Xᵀ) and m >= d (Xᵀ X).
+FAMILIES = []
+for shape, path in [((6, 10), "rows"), ((12, 8), "cols")]:
+    m, d = shape
+    FAMILIES += [
+        (f"rank-deficient-{path}", low_rank(m, d, 3, seed=1), 1e-3),
+        (f"zero-{path}", torch.zeros(m, d, dtype=torch.float64), 1e-3),
+        (f"repeated-{path}", with_singular_values(m, d, [2.0, 2.0, 2.0, 0.5, 0.5, 1.0], seed=2), 1e-3),
+        (
+            f"clustered-{path}",
+            with_singular_values(m, d, [1.0, 1.0 + 1e-12, 1.0 + 2e-12, 1.0 + 1e-9, 1.0 + 1e-6, 3.0], seed=3),
+            1e-3,
+        ),
+        (f"tiny-eps-large-entries-{path}", gaussian(m, d, 1e3, seed=4), 1e-8),
+        (f"square-ish-{path}", gaussian(m, d, seed=5), 0.1),
+    ]
+
+
+def rel(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+@pytest.mark.parametrize("name,X,eps", FAMILIES, ids=[f[0] for f in FAMILIES])
+def test_forward_and_gradient_against_high_precision(name, X, eps):
+    C = matbp.o2p_log(X, eps)
+    assert rel(C, o2p_log_reference(X, eps)) < 1e-12
+    g = gen(7)
+    E = torch.randn(X.shape, generator=g, dtype=torch.float64)
+    G = torch.randn(X.shape[1], X.shape[1], generator=g, dtype=torch.float64)
+    Xr = X.clone().requires_grad_()
+    (matbp.o2p_log(Xr, eps) * G).sum().backward()
+    got = (Xr.grad * E).sum().item()
+    want = o2p_log_directional_reference(X, E, G, eps)
+    # Directional derivative, relative to the gradient's scale (0 at X = 0).
+    scale = max(abs(want), (Xr.grad.norm() * E.norm()).item(), 1e-300)
+    assert abs(got - want) <= 1e-10 * scale, (got, want)
+
+
+@pytest.mark.parametrize("shape", [(5, 9), (9, 5)])
+def test_rank_deficient_tiny_eps_forward(shape):
+    # With eps = 1e-8 and entries ~1e3, rank deficiency makes the *gradient*
+    # ill-conditioned (a 1e-16 relative change of X moves it by ~1e-3; checked
+    # against the 80-digit reference), but C itself is well-conditioned and
+    # must stay exact: the null-space eigenvalues are refined from X.
+    X = low_rank(*shape, 2, scale=1e3, seed=8)
+    assert rel(matbp.o2p_log(X, 1e-8), o2p_log_reference(X, 1e-8)) < 1e-12
+    Xr = X.clone().requires_grad_()
+    matbp.o2p_log(Xr, 1e-8).sum().backward()
+    assert torch.isfinite(Xr.grad).all()
+
+
+@pytest.mark.parametrize("shape", [(6, 10), (12, 8)])
+def test_float32_input_computed_in_float64(shape):
+    X = low_rank(*shape, 3, seed=9)
+    C = matbp.o2p_log(X.float())
+    assert C.dtype == torch.float32
+    ref = o2p_log_reference(X.float().double(), 1e-3)
+    assert rel(C.double(), ref) < 1e-6
+    Xr = X.float().requires_grad_()
+    G = torch.randn(shape[1], shape[1], generator=gen(1))
+    (matbp.o2p_log(Xr) * G).sum().backward()
+    X64 = X.float().double().requires_grad_()
+    (matbp.o2p_log(X64) * G.double()).sum().backward()
+    assert Xr.grad.dtype == torch.float32
+    assert rel(Xr.grad.double(), X64.grad) < 1e-6
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 5), (2, 5, 3), (4, 4), (1, 1, 3), (1, 3, 1)])
+@pytest.mark.parametrize("eps", [1e-3, 0.5])
+def test_gradcheck(shape, eps):
+    X = torch.randn(shape, generator=gen(2), dtype=torch.float64, requires_grad=True)
+    assert gradcheck(lambda X: matbp.o2p_log(X, eps), (X,))
+
+
+def test_gradcheck_rank_deficient_and_zero():
+    for X in [low_rank(4, 6, 2, seed=3), low_rank(7, 5, 2, seed=4), torch.zeros(3, 4, dtype=torch.float64)]:
+        assert gradcheck(lambda X: matbp.o2p_log(X, 0.1), (X.clone().requires_grad_(),))
+
+
+@pytest.mark.parametrize("batch", BATCH_SHAPES)
+@pytest.mark.parametrize("m,d", [(0, 3), (3, 0), (1, 1), (1, 4), (4, 1), (3, 5), (5, 3)])
+def test_batch_shapes_match_torch(batch, m, d, dtype):
+    X = torch.randn(*batch, m, d, generator=gen(5), dtype=torch.float64)
+    C = matbp.o2p_log(X.to(dtype), 0.1)
+    assert C.shape == (*batch, d, d) and C.dtype == dtype
+    L, V = torch.linalg.eigh(X.mT @ X + 0.1 * torch.eye(d, dtype=torch.float64))
+    ref = (V * L.log().unsqueeze(-2)) @ V.mT
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(C.double(), ref, atol=tol, rtol=0)
+    Xr = X.to(dtype).requires_grad_()
+    matbp.o2p_log(Xr, 0.1).sum().backward()
+    assert Xr.grad.shape == X.shape and torch.isfinite(Xr.grad).all()
+
+
+def test_non_contiguous_and_expanded():
+    X = torch.randn(3, 8, 5, generator=gen(6), dtype=torch.float64)
+    Xt = X.mT  # (3, 5, 8): m < d path on a transposed view
+    torch.testing.assert_close(matbp.o2p_log(Xt), matbp.o2p_log(Xt.contiguous()))
+    Xe = X[0].expand(4, 8, 5)
+    torch.testing.assert_close(matbp.o2p_log(Xe), matbp.o2p_log(X[0]).expand(4, 5, 5))
+
+
+def test_schema_default_eps():
+    X = torch.randn(2, 4, 6, generator=gen(7), dtype=torch.float64)
+    torch.testing.assert_close(torch.ops.matbp.o2p_log(X), matbp.o2p_log(X, 1e-3))
+
+
+def test_paths_agree_across_the_switch():
+    # m = d - 1 takes the m x m path, m = d the d x d path: appending a zero
+    # row does not change XᵀX, so both must give the same C and gradient.
+    X = torch.randn(2, 6, 7, generator=gen(8), dtype=torch.float64)
+    Xz = torch.cat([X, torch.zeros(2, 1, 7, dtype=torch.float64)], dim=1)
+    Xa, Xb = X.clone().requires_grad_(), Xz.clone().requires_grad_()
+    G = torch.randn(7, 7, generator=gen(9), dtype=torch.float64)
+    Ca, Cb = matbp.o2p_log(Xa), matbp.o2p_log(Xb)
+    (Ca * G).sum().backward()
+    (Cb * G).sum().backward()
+    torch.testing.assert_close(Ca, Cb, atol=1e-12, rtol=0)
+    torch.testing.assert_close(Xa.grad, Xb.grad[:, :6], atol=1e-10, rtol=0)
+
+
+def test_module():
+    pool = matbp.nn.O2PLog(eps=0.01)
+    X = torch.randn(2, 5, 7, generator=gen(10), dtype=torch.float64)
+    torch.testing.assert_close(pool(X), matbp.o2p_log(X, 0.01))
+    assert "eps=0.01" in repr(pool)
+    sop = matbp.nn.SecondOrderPooling(eps=0.01)
+    feats = torch.randn(2, 7, 3, 4, generator=gen(11), dtype=torch.float64)  # N, C, H, W
+    X = feats.flatten(2).mT / (12 ** 0.5)
+    torch.testing.assert_close(sop(feats), matbp.o2p_log(X, 0.01))
+
+
+def test_opcheck():
+    for shape in [(2, 3, 5), (2, 5, 3)]:
+        X = torch.randn(shape, generator=gen(12), dtype=torch.float64)
+        for op in [torch.ops.matbp.o2p_log.default, torch.ops.matbp.o2p_log_with_eig.default]:
+            torch.library.opcheck(op, (X, 1e-3))
+            torch.library.opcheck(op, (X.clone().requires_grad_(), 1e-3))
+        C, S, U, Y = torch.ops.matbp.o2p_log_with_eig(X, 1e-3)
+        torch.library.opcheck(torch.ops.matbp.o2p_log_backward.default, (torch.randn_like(C), X, S, U, Y, 1e-3))
+
+
+def test_torch_compile_fullgraph():
+    @torch.compile(fullgraph=True, backend="aot_eager")
+    def f(X):
+        return torch.ops.matbp.o2p_log(X).flatten(-2).pow(2).sum(-1)
+
+    X = torch.randn(3, 4, 6, generator=gen(13), dtype=torch.float64, requires_grad=True)
+    out = f(X)
+    out.sum().backward()
+    X2 = X.detach().clone().requires_grad_()
+    ref = torch.ops.matbp.o2p_log(X2).flatten(-2).pow(2).sum(-1)
+    ref.sum().backward()
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(X.grad, X2.grad)
+
+
+@pytest.mark.parametrize("eps", [0.0, -1e-3, float("nan"), float("inf")])
+def test_bad_eps(eps):
+    with pytest.raises(RuntimeError, match="matbp.o2p_log: argument 'eps' must be a positive finite number"):
+        matbp.o2p_log(torch.ones(2, 3, dtype=torch.float64), eps)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_input(bad):
+    X = torch.ones(2, 3, 4, dtype=torch.float64)
+    X[1, 0, 2] = bad
+    with pytest.raises(RuntimeError, match="matbp.o2p_log: argument 'X' contains NaN or Inf"):
+        matbp.o2p_log(X)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.float16, torch.bfloat16])
+def test_bad_dtype(dtype):
+    with pytest.raises(RuntimeError, match="matbp.o2p_log: argument 'X' must be float32 or float64"):
+        matbp.o2p_log(torch.ones(3, 4).to(dtype))
+
+
+def test_too_few_dims():
+    with pytest.raises(RuntimeError, match="matbp.o2p_log: argument 'X' must be a batch of matrices"):
+        matbp.o2p_log(torch.ones(4, dtype=torch.float64))
+
+
+def test_gradient_finite_when_positions_fewer_than_channels():
+    # The motivating case, small: m < d gives d - m eigenvalues exactly eps;
+    # eigh-based autograd divides by their (zero) gaps.
+    X = torch.randn(4, 20, 32, generator=gen(14), dtype=torch.float64)
+    Xr = X.clone().requires_grad_()
+    matbp.o2p_log(Xr).sum().backward()
+    assert torch.isfinite(Xr.grad).all()
