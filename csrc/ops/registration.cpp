@@ -5,6 +5,8 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
+#include <optional>
+
 namespace matbp::ops {
 namespace {
 
@@ -29,6 +31,27 @@ at::Tensor o2p_log(const at::Tensor& X, double eps) {
   return std::get<0>(with_eig.call(X, eps));
 }
 
+at::Tensor projector(const at::Tensor& A, std::optional<double> rtol) {
+  static auto with_eig = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("matbp::projector_with_eig", "")
+                             .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+                                 const at::Tensor&, std::optional<double>)>();
+  return std::get<0>(with_eig.call(A, rtol));
+}
+
+at::Tensor ncut_projector_distance(const at::Tensor& Y, const at::Tensor& weights,
+                                   const at::Tensor& labels,
+                                   const std::optional<at::Tensor>& Lambda,
+                                   std::optional<double> rtol) {
+  static auto with_basis =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("matbp::ncut_projector_distance_with_basis", "")
+          .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
+              const at::Tensor&, const at::Tensor&, const at::Tensor&,
+              const std::optional<at::Tensor>&, std::optional<double>)>();
+  return std::get<0>(with_basis.call(Y, weights, labels, Lambda, rtol));
+}
+
 }  // namespace
 
 TORCH_LIBRARY(matbp, m) {
@@ -46,11 +69,27 @@ TORCH_LIBRARY(matbp, m) {
       "o2p_log_with_eig(Tensor X, float eps=1e-3) -> (Tensor C, Tensor S, Tensor U, Tensor Y)");
   m.def(
       "o2p_log_backward(Tensor gC, Tensor X, Tensor S, Tensor U, Tensor Y, float eps) -> Tensor");
+  m.def("projector(Tensor A, float? rtol=None) -> Tensor");
+  m.def("projector_with_eig(Tensor A, float? rtol=None) -> (Tensor P, Tensor L, Tensor V)");
+  m.def("projector_backward(Tensor gP, Tensor L, Tensor V, float? rtol) -> Tensor");
+  m.def(
+      "ncut_projector_distance(Tensor Y, Tensor weights, Tensor labels, Tensor? Lambda=None, "
+      "float? rtol=None) -> Tensor");
+  m.def(
+      "ncut_projector_distance_with_basis(Tensor Y, Tensor weights, Tensor labels, "
+      "Tensor? Lambda=None, float? rtol=None) -> "
+      "(Tensor J, Tensor rank, Tensor Q, Tensor P0, Tensor mu_pinv)");
+  m.def(
+      "ncut_projector_distance_backward(Tensor gJ, Tensor Y, Tensor weights, Tensor labels, "
+      "Tensor? Lambda, Tensor Q, Tensor P0, Tensor mu_pinv) -> "
+      "(Tensor gY, Tensor gweights, Tensor gLambda)");
 }
 
 TORCH_LIBRARY_IMPL(matbp, CompositeImplicitAutograd, m) {
   m.impl("sym_fn", &sym_fn);
   m.impl("o2p_log", &o2p_log);
+  m.impl("projector", &projector);
+  m.impl("ncut_projector_distance", &ncut_projector_distance);
 }
 
 }  // namespace matbp::ops

@@ -10,8 +10,21 @@ import torch  # noqa: F401  (the extension links against torch's libraries)
 from . import _C  # noqa: F401  registers the operators
 from . import _ops  # noqa: F401  registers fake kernels and autograd
 from . import nn  # noqa: F401
-from ._ops import o2p_log, svd, sym_eig, sym_fn
+from ._ops import o2p_log, projector, svd, sym_eig, sym_fn
+from .objectives import affinity_rank, ncut_degrees, ncut_j1, ncut_j2
 
 __version__ = "0.1.0"
 
-__all__ = ["sym_eig", "svd", "sym_fn", "o2p_log", "nn", "__version__"]
+__all__ = [
+    "sym_eig",
+    "svd",
+    "sym_fn",
+    "o2p_log",
+    "projector",
+    "ncut_j1",
+    "ncut_j2",
+    "ncut_degrees",
+    "affinity_rank",
+    "nn",
+    "__version__",
+]

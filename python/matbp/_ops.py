@@ -297,3 +297,111 @@ def o2p_log(X: Tensor, eps: float = 1e-3) -> Tensor:
     repeat or vanish, and finite for zero or rank-deficient input.
     """
     return _lib.o2p_log(X, float(eps))
+
+
+# -------------------------------------------------------------- projector
+
+
+@torch.library.register_fake("matbp::projector_with_eig")
+def _projector_with_eig_fake(A, rtol=None):
+    _check_float_matrix(A, "matbp.projector", "A", square=True)
+    return (
+        A.new_empty(A.shape),
+        A.new_empty(A.shape[:-1], dtype=torch.float64),
+        A.new_empty(A.shape, dtype=torch.float64),
+    )
+
+
+@torch.library.register_fake("matbp::projector_backward")
+def _projector_backward_fake(gP, L, V, rtol):
+    return gP.new_empty(gP.shape)
+
+
+def _projector_setup(ctx, inputs, output):
+    _, rtol = inputs
+    _, L, V = output
+    ctx.rtol = rtol
+    ctx.mark_non_differentiable(L, V)
+    ctx.set_materialize_grads(False)
+    ctx.save_for_backward(L, V)
+
+
+def _projector_backward(ctx, gP, gL, gV):
+    if gP is None:
+        return None, None
+    L, V = ctx.saved_tensors
+    return _lib.projector_backward(gP, L, V, ctx.rtol), None
+
+
+torch.library.register_autograd(
+    "matbp::projector_with_eig", _projector_backward, setup_context=_projector_setup
+)
+_no_double_backward("projector_backward")
+
+
+def projector(A: Tensor, rtol: Optional[float] = None) -> Tensor:
+    """Orthogonal projector Π_A = A A⁺ onto the range of symmetric A.
+
+    Args:
+        A: (*, n, n) float32 or float64, symmetric (lower triangle read).
+        rtol: eigenvalues with |λ| ≤ rtol·max|λ| count as zero (the numerical
+            rank); default n·eps.
+
+    Returns:
+        Π_A, (*, n, n), the dtype of A (computed in float64).
+
+    Backward: the paper's eq. (19), dΠ = 2 sym((I − Π) dA A⁺), i.e.
+    gA = sym((I − Π) sym(G) A⁺ + A⁺ sym(G) (I − Π)), valid while the rank is
+    locally constant; formed in A's eigenbasis, with no division by
+    eigenvalue gaps.
+    """
+    return _lib.projector(A, rtol)
+
+
+# ---------------------------------------------------------- normalized cuts
+
+
+@torch.library.register_fake("matbp::ncut_projector_distance_with_basis")
+def _ncut_with_basis_fake(Y, weights, labels, Lambda=None, rtol=None):
+    _check_float_matrix(Y, "matbp.ncut_projector_distance", "Y", square=False)
+    m, d = Y.shape[-2], Y.shape[-1]
+    k = min(m, d)
+    batch = Y.shape[:-2]
+    f64 = dict(dtype=torch.float64)
+    return (
+        Y.new_empty(batch),
+        Y.new_empty(batch, dtype=torch.int64),
+        Y.new_empty((*batch, m, k), **f64),
+        Y.new_empty((*batch, k, d), **f64),
+        Y.new_empty((*batch, k), **f64),
+    )
+
+
+@torch.library.register_fake("matbp::ncut_projector_distance_backward")
+def _ncut_backward_fake(gJ, Y, weights, labels, Lambda, Q, P0, mu_pinv):
+    d = Y.shape[-1]
+    gLambda = Lambda.new_empty(Lambda.shape) if Lambda is not None else Y.new_empty((d, d))
+    return Y.new_empty(Y.shape), weights.new_empty(weights.shape), gLambda
+
+
+def _ncut_setup(ctx, inputs, output):
+    Y, weights, labels, Lambda, rtol = inputs
+    _, rank, Q, P0, mu_pinv = output
+    ctx.mark_non_differentiable(rank, Q, P0, mu_pinv)
+    ctx.set_materialize_grads(False)
+    ctx.has_lambda = Lambda is not None
+    ctx.save_for_backward(Y, weights, labels, Lambda, Q, P0, mu_pinv)
+
+
+def _ncut_backward(ctx, gJ, *unused):
+    if gJ is None:
+        return None, None, None, None, None
+    Y, weights, labels, Lambda, Q, P0, mu_pinv = ctx.saved_tensors
+    gY, gw, gLambda = _lib.ncut_projector_distance_backward(gJ, Y, weights, labels, Lambda, Q, P0, mu_pinv)
+    return gY, gw, None, (gLambda if ctx.has_lambda else None), None
+
+
+torch.library.register_autograd(
+    "matbp::ncut_projector_distance_with_basis", _ncut_backward, setup_context=_ncut_setup
+)
+_no_double_backward("ncut_projector_distance_backward")

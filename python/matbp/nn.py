@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from ._ops import o2p_log, sym_fn
+from .objectives import ncut_j1, ncut_j2
 
 
 class SymFn(torch.nn.Module):
@@ -60,3 +61,43 @@ class SecondOrderPooling(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"eps={self.eps}"
+
+
+class NormalizedCutsLoss(torch.nn.Module):
+    """Normalized-cuts alignment loss (paper §5): J1 or J2 between the
+    projector of the affinity W = X Λ Xᵀ of the features and the projector of
+    the ground-truth segmentation (see :func:`matbp.ncut_j1`,
+    :func:`matbp.ncut_j2`).
+
+    ``forward(X, labels, Lambda=None)`` takes features (*, m, d) and integer
+    labels (*, m) and returns the per-image losses reduced by ``reduction``
+    ("mean", "sum" or "none"). After each call ``last_rank`` holds the
+    numerical rank of W (J2) or M (J1) per image, which the paper monitors
+    during training.
+    """
+
+    def __init__(self, objective: str = "j2", rtol: Optional[float] = None, reduction: str = "mean"):
+        super().__init__()
+        if objective not in ("j1", "j2"):
+            raise ValueError(f"matbp.nn.NormalizedCutsLoss: objective must be 'j1' or 'j2', got {objective!r}")
+        if reduction not in ("mean", "sum", "none"):
+            raise ValueError(
+                f"matbp.nn.NormalizedCutsLoss: reduction must be 'mean', 'sum' or 'none', got {reduction!r}"
+            )
+        self.objective = objective
+        self.rtol = rtol
+        self.reduction = reduction
+        self.last_rank: Optional[Tensor] = None
+
+    def forward(self, X: Tensor, labels: Tensor, Lambda: Optional[Tensor] = None) -> Tensor:
+        fn = ncut_j1 if self.objective == "j1" else ncut_j2
+        J, rank = fn(X, labels, Lambda, self.rtol, return_rank=True)
+        self.last_rank = rank.detach()
+        if self.reduction == "mean":
+            return J.mean()
+        if self.reduction == "sum":
+            return J.sum()
+        return J
+
+    def extra_repr(self) -> str:
+        return f"objective={self.objective!r}, reduction={self.reduction!r}"

@@ -9,6 +9,7 @@
 #include "../checks.h"
 #include "../spectral_fn.h"
 #include "batch_loops.h"
+#include "eigenbasis_backward.h"
 #include "sym_eig_kernel.h"
 #include "sym_fn_kernel.h"
 
@@ -67,24 +68,12 @@ at::Tensor spectral_function_backward(const at::Tensor& gF64, const at::Tensor& 
                                       const at::Tensor& V64, math::SpectralFn fn, double p,
                                       double scale) {
   const auto lam_c = L64.contiguous();
-  const auto Vt = V64.mT();
-  // M = V^T gF V; F1 o sym(M) = F1 o V^T sym(gF) V, symmetrised in the pass.
-  auto inner = at::matmul(at::matmul(Vt, gF64), V64).contiguous();
   const int64_t n = V64.size(-1);
   const double* lam = lam_c.data_ptr<double>();
-  transform_pairs_inplace(
-      inner,
-      [&](int64_t b, int64_t i, int64_t j, double m_ij, double m_ji) {
-        const double* l = lam + b * n;
-        const double e =
-            math::divided_difference(fn, l[i], l[j], p) * (0.5 * scale) * (m_ij + m_ji);
-        return std::pair<double, double>(e, e);
-      },
-      [&](int64_t b, int64_t i, double m_ii) {
-        const double l = lam[b * n + i];
-        return math::divided_difference(fn, l, l, p) * scale * m_ii;
-      });
-  return at::matmul(at::matmul(V64, inner), Vt);
+  return eigenbasis_backward(gF64, V64, [&](int64_t b, int64_t i, int64_t j) {
+    const double* l = lam + b * n;
+    return scale * math::divided_difference(fn, l[i], l[j], p);
+  });
 }
 
 TORCH_LIBRARY_IMPL(matbp, CPU, m) {

@@ -1,0 +1,320 @@
+"""Normalized-cuts objectives and the projector op, against the paper's dense
+m×m formulas (eqs. 17–23) and float64 finite differences."""
+
+import pytest
+import torch
+from torch.autograd import gradcheck
+
+import matbp
+
+
+def gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def features(m, d, seed=0, batch=()):
+    # Non-negative features (as after a ReLU): positive degrees for J1.
+    return torch.rand(*batch, m, d, generator=gen(seed), dtype=torch.float64) + 0.05
+
+
+def random_labels(m, ids, seed=0, batch=()):
+    ids = torch.as_tensor(ids)
+    return ids[torch.randint(0, len(ids), (*batch, m), generator=gen(seed))]
+
+
+def spd(d, seed=0, rank=None):
+    A = torch.randn(d, rank or d, generator=gen(seed), dtype=torch.float64)
+    return A @ A.T + (0 if rank else 0.1) * torch.eye(d, dtype=torch.float64)
+
+
+# ----------------------------------------------------------------- dense reference
+
+
+def dense_range_projector(A, rtol):
+    L, V = torch.linalg.eigh(0.5 * (A + A.T))
+    mask = L.abs() > rtol * L.abs().max()
+    Vr = V[:, mask]
+    return Vr @ Vr.T, (Vr / L[mask]) @ Vr.T, int(mask.sum())
+
+
+def indicator(labels):
+    ids = torch.unique(labels)
+    return (labels[:, None] == ids[None, :]).to(torch.float64)
+
+
+def default_rtol(m, d):
+    return max(m, d) * torch.finfo(torch.float64).eps
+
+
+def dense_j2(X, labels, Lam=None):
+    """J2 and its gradients by the paper's dense formulas, eqs. 20–23."""
+    m, d = X.shape
+    Lam = torch.eye(d, dtype=X.dtype) if Lam is None else Lam
+    W = X @ Lam @ X.T
+    # The low-rank op measures rank on the d×d core; the dense eigenvalues
+    # of W are the same numbers, so the same relative tolerance applies.
+    P, Wp, _ = dense_range_projector(W, default_rtol(m, d))
+    E = indicator(labels)
+    Psi = E @ torch.linalg.inv(E.T @ E) @ E.T
+    J = 0.5 * ((P - Psi) ** 2).sum()
+    I = torch.eye(m, dtype=X.dtype)
+    gW = -((I - P) @ Psi @ Wp + Wp @ Psi @ (I - P))  # eq. 21: -2 sym((I - Π) Ψ W⁺)
+    gX = 2 * gW @ X @ Lam  # eq. 23
+    gLam = X.T @ gW @ X  # eq. 22
+    return J, gX, gLam
+
+
+def dense_j1(X, labels, Lam=None):
+    """J1 by the paper's dense definition (eqs. 17, 18)."""
+    m, d = X.shape
+    Lam = torch.eye(d, dtype=X.dtype) if Lam is None else Lam
+    W = X @ Lam @ X.T
+    D = W.sum(1)
+    M = W / D.sqrt()[:, None] / D.sqrt()[None, :]
+    PM, _, _ = dense_range_projector(M, default_rtol(m, d))
+    E = indicator(labels)
+    Omega = D.sqrt()[:, None] * (E @ E.T) * D.sqrt()[None, :]
+    PO, _, _ = dense_range_projector(Omega, 1e-12)
+    return 0.5 * ((PM - PO) ** 2).sum()
+
+
+def rel(a, b):
+    return ((a - b).norm() / b.norm().clamp_min(1e-300)).item()
+
+
+# ---------------------------------------------------------------------- J2
+
+
+@pytest.mark.parametrize("with_lambda", [None, "spd", "low-rank"])
+@pytest.mark.parametrize("ids", [[0, 1, 2, 3], [7], [2, 9, 40]], ids=["4seg", "1seg", "sparse-ids"])
+def test_j2_value_and_gradient_match_dense_formulas(with_lambda, ids):
+    m, d = 48, 6
+    X = features(m, d, seed=1)
+    labels = random_labels(m, ids, seed=2)
+    Lam = None if with_lambda is None else spd(d, seed=3, rank=3 if with_lambda == "low-rank" else None)
+    J_ref, gX_ref, gL_ref = dense_j2(X, labels, Lam)
+    Xr = X.clone().requires_grad_()
+    Lr = None if Lam is None else Lam.clone().requires_grad_()
+    J = matbp.ncut_j2(Xr, labels, Lr)
+    J.backward()
+    assert abs(J.item() - J_ref.item()) <= 1e-10 * abs(J_ref.item())
+    assert rel(Xr.grad, gX_ref) < 1e-8
+    if Lam is not None:
+        # With a full-rank Λ the range of W is that of X: the Λ-gradient is 0.
+        scale = max(gL_ref.norm().item(), 1e-8 * Lam.norm().item())
+        assert (Lr.grad - gL_ref).norm().item() <= 1e-8 * scale
+
+
+def test_j2_rank_deficient_features():
+    # Duplicated feature columns: rank(W) = 4 < d = 6.
+    X = features(40, 4, seed=4)
+    X = torch.cat([X, X[:, :2]], dim=1)
+    labels = random_labels(40, [0, 1, 2], seed=5)
+    J, rank = matbp.ncut_j2(X.clone().requires_grad_(), labels, return_rank=True)
+    assert rank.item() == 4
+    J_ref, gX_ref, _ = dense_j2(X, labels)
+    Xr = X.clone().requires_grad_()
+    matbp.ncut_j2(Xr, labels).backward()
+    assert abs(J.item() - J_ref.item()) <= 1e-10 * J_ref.item()
+    assert rel(Xr.grad, gX_ref) < 1e-8
+    assert matbp.affinity_rank(X).item() == 4
+
+
+# ---------------------------------------------------------------------- J1
+
+
+@pytest.mark.parametrize("with_lambda", [False, True])
+@pytest.mark.parametrize("ids", [[0, 1, 2, 3], [5], [1, 30]], ids=["4seg", "1seg", "sparse-ids"])
+def test_j1_value_matches_dense_and_gradient_matches_finite_differences(with_lambda, ids):
+    m, d = 30, 5
+    X = features(m, d, seed=6)
+    labels = random_labels(m, ids, seed=7)
+    Lam = spd(d, seed=8) if with_lambda else None
+    J = matbp.ncut_j1(X, labels, Lam)
+    J_ref = dense_j1(X, labels, Lam)
+    assert abs(J.item() - J_ref.item()) <= 1e-10 * max(abs(J_ref.item()), 1.0)
+    inputs = (X.clone().requires_grad_(),) + ((Lam.clone().requires_grad_(),) if with_lambda else ())
+    f = (lambda X, L: matbp.ncut_j1(X, labels, 0.5 * (L + L.T))) if with_lambda else (lambda X: matbp.ncut_j1(X, labels))
+    assert gradcheck(f, inputs, eps=1e-6, atol=1e-6, rtol=1e-6, fast_mode=True)
+
+
+# ----------------------------------------------------------------- batching
+
+
+@pytest.mark.parametrize("objective", [matbp.ncut_j1, matbp.ncut_j2], ids=["j1", "j2"])
+def test_batched_equals_per_image(objective):
+    X = features(25, 4, seed=9, batch=(2, 3))
+    labels = random_labels(25, [0, 3, 5], seed=10, batch=(2, 3))
+    labels[0, 1] = 0  # one image with a single segment
+    Lam = spd(4, seed=11)
+    Xr = X.clone().requires_grad_()
+    Lr = Lam.clone().requires_grad_()
+    J = objective(Xr, labels, Lr)
+    assert J.shape == (2, 3)
+    J.sum().backward()
+    gL = torch.zeros_like(Lam)
+    for i in range(2):
+        for j in range(3):
+            x = X[i, j].clone().requires_grad_()
+            lr = Lam.clone().requires_grad_()
+            Jij = objective(x, labels[i, j], lr)
+            Jij.backward()
+            gL += lr.grad
+            assert abs(Jij.item() - J[i, j].item()) < 1e-12
+            torch.testing.assert_close(x.grad, Xr.grad[i, j], atol=1e-12, rtol=1e-10)
+    torch.testing.assert_close(Lr.grad, gL, atol=1e-12, rtol=1e-10)
+
+
+def test_batched_lambda_per_image():
+    X = features(20, 3, seed=12, batch=(2,))
+    labels = random_labels(20, [0, 1], seed=13, batch=(2,))
+    Lam = torch.stack([spd(3, seed=14, rank=2), spd(3, seed=15, rank=2)]).requires_grad_()
+    J = matbp.ncut_j2(X, labels, Lam)
+    J.sum().backward()
+    for i in range(2):
+        _, _, gL = dense_j2(X[i], labels[i], Lam[i].detach())
+        torch.testing.assert_close(Lam.grad[i], 0.5 * (gL + gL.T), atol=1e-10, rtol=1e-8)
+
+
+def test_float32_features():
+    X = features(30, 4, seed=16)
+    labels = random_labels(30, [0, 1, 2], seed=17)
+    J32 = matbp.ncut_j2(X.float(), labels)
+    assert J32.dtype == torch.float32
+    assert abs(J32.item() - matbp.ncut_j2(X.float().double(), labels).item()) < 1e-6
+
+
+# ------------------------------------------------------------------ module
+
+
+def test_normalized_cuts_loss_module():
+    X = features(20, 3, seed=18, batch=(4,))
+    labels = random_labels(20, [0, 1], seed=19, batch=(4,))
+    for objective, fn in [("j1", matbp.ncut_j1), ("j2", matbp.ncut_j2)]:
+        loss = matbp.nn.NormalizedCutsLoss(objective)
+        torch.testing.assert_close(loss(X, labels), fn(X, labels).mean())
+        assert loss.last_rank.tolist() == [3, 3, 3, 3]
+    assert matbp.nn.NormalizedCutsLoss("j2", reduction="none")(X, labels).shape == (4,)
+    with pytest.raises(ValueError, match="objective must be 'j1' or 'j2'"):
+        matbp.nn.NormalizedCutsLoss("j3")
+
+
+# ------------------------------------------------------ opcheck and compile
+
+
+def test_opcheck():
+    X = features(12, 3, seed=20, batch=(2,))
+    labels = random_labels(12, [0, 4], seed=21, batch=(2,))
+    w = torch.rand(2, 12, generator=gen(22), dtype=torch.float64) + 0.1
+    Lam = spd(3, seed=23)
+    for args in [(X, w, labels, None, None), (X.clone().requires_grad_(), w.clone().requires_grad_(), labels, Lam.clone().requires_grad_(), 1e-12)]:
+        torch.library.opcheck(torch.ops.matbp.ncut_projector_distance_with_basis.default, args)
+        torch.library.opcheck(torch.ops.matbp.ncut_projector_distance.default, args)
+    J, rank, Q, P0, mu = torch.ops.matbp.ncut_projector_distance_with_basis(X, w, labels, Lam, None)
+    torch.library.opcheck(
+        torch.ops.matbp.ncut_projector_distance_backward.default, (torch.ones_like(J), X, w, labels, Lam, Q, P0, mu)
+    )
+
+
+def test_torch_compile_fullgraph():
+    X = features(16, 3, seed=24, batch=(2,))
+    labels = random_labels(16, [0, 1, 2], seed=25, batch=(2,))
+
+    @torch.compile(fullgraph=True, backend="aot_eager")
+    def loss(X):
+        return matbp.ncut_j1(X, labels).sum() + matbp.ncut_j2(X, labels).sum()
+
+    Xa = X.clone().requires_grad_()
+    out = loss(Xa)
+    out.backward()
+    Xb = X.clone().requires_grad_()
+    ref = matbp.ncut_j1(Xb, labels).sum() + matbp.ncut_j2(Xb, labels).sum()
+    ref.backward()
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(Xa.grad, Xb.grad)
+
+
+# --------------------------------------------------------------- bad input
+
+
+def test_bad_input():
+    X = features(10, 3, seed=26)
+    labels = random_labels(10, [0, 1], seed=27)
+    with pytest.raises(RuntimeError, match="matbp.ncut_projector_distance: argument 'labels' out of range"):
+        matbp.ncut_j2(X, labels - 5)
+    with pytest.raises(RuntimeError, match="argument 'labels' must have shape \\(\\*, m\\)"):
+        matbp.ncut_j2(X, labels[:9])
+    with pytest.raises(RuntimeError, match="argument 'labels' must have shape"):
+        matbp.ncut_j2(X, labels.view(2, 5))
+    with pytest.raises(RuntimeError, match="argument 'labels' must be an integer tensor"):
+        matbp.ncut_j2(X, labels.double())
+    Xn = X.clone()
+    Xn[3, 1] = float("nan")
+    with pytest.raises(RuntimeError, match="matbp.ncut_projector_distance: the features contain NaN or Inf"):
+        matbp.ncut_j2(Xn, labels)
+    Xneg = X.clone()
+    Xneg[0] = -10 * Xneg[0]  # pixel 0 now has a negative degree
+    with pytest.raises(ValueError, match="matbp.ncut_j1: the degrees D = X Λ Xᵀ 1 must be positive"):
+        matbp.ncut_j1(Xneg, labels)
+    with pytest.raises(RuntimeError, match="argument 'Lambda' must have shape"):
+        matbp.ncut_j2(X, labels, torch.eye(4, dtype=torch.float64))
+
+
+# --------------------------------------------------------------- projector
+
+
+@pytest.mark.parametrize("rank", [1, 3, 5])
+def test_projector_matches_qr(rank):
+    Xf = torch.randn(2, 5, rank, generator=gen(28), dtype=torch.float64)
+    A = Xf @ Xf.mT
+    Q, _ = torch.linalg.qr(Xf)
+    torch.testing.assert_close(matbp.projector(A), Q @ Q.mT, atol=1e-12, rtol=0)
+    assert matbp.projector(A.float()).dtype == torch.float32
+
+
+def test_projector_gradcheck_rank_deficient():
+    Xf = torch.randn(2, 6, 3, generator=gen(29), dtype=torch.float64, requires_grad=True)
+    assert gradcheck(lambda X: matbp.projector(X @ X.mT), (Xf,))
+    B = torch.randn(4, 4, generator=gen(30), dtype=torch.float64)
+    # Indefinite, rank 3: eigenvalues of both signs.
+    L, V = torch.linalg.eigh(B + B.T)
+    A = (V * torch.tensor([-2.0, 0.0, 1.0, 3.0], dtype=torch.float64)) @ V.T
+    dirs = torch.randn(4, 4, generator=gen(31), dtype=torch.float64)
+    A_r = A.clone().requires_grad_()
+    G = torch.randn(4, 4, generator=gen(32), dtype=torch.float64)
+    (matbp.projector(A_r) * G).sum().backward()
+    # Finite difference along a rank-preserving direction: A(t) = e^{tS} A e^{-tS}.
+    S = dirs - dirs.T
+    h = 1e-6
+    Ap = torch.linalg.matrix_exp(h * S) @ A @ torch.linalg.matrix_exp(-h * S)
+    Am = torch.linalg.matrix_exp(-h * S) @ A @ torch.linalg.matrix_exp(h * S)
+    fd = ((matbp.projector(Ap) - matbp.projector(Am)) * G).sum() / (2 * h)
+    dA = S @ A - A @ S
+    assert abs((A_r.grad * dA).sum() - fd) < 1e-7
+
+
+def test_projector_rtol_and_errors():
+    A = torch.diag(torch.tensor([1.0, 1e-6, 0.0], dtype=torch.float64))
+    assert torch.allclose(matbp.projector(A).diagonal(), torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64))
+    assert torch.allclose(matbp.projector(A, rtol=1e-3).diagonal(), torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64))
+    with pytest.raises(RuntimeError, match="matbp.projector: argument 'rtol' must be a finite number >= 0"):
+        matbp.projector(A, rtol=-1.0)
+    with pytest.raises(RuntimeError, match="matbp.projector: argument 'A' must be a batch of square matrices"):
+        matbp.projector(torch.ones(2, 3, dtype=torch.float64))
+    with pytest.raises(RuntimeError, match="matbp.projector: argument 'A' contains NaN or Inf"):
+        matbp.projector(torch.full((2, 2), float("nan"), dtype=torch.float64))
+
+
+def test_projector_opcheck_and_compile():
+    Xf = torch.randn(2, 5, 2, generator=gen(33), dtype=torch.float64)
+    A = Xf @ Xf.mT
+    torch.library.opcheck(torch.ops.matbp.projector.default, (A, None))
+    torch.library.opcheck(torch.ops.matbp.projector_with_eig.default, (A.clone().requires_grad_(), 1e-10))
+    P, L, V = torch.ops.matbp.projector_with_eig(A, None)
+    torch.library.opcheck(torch.ops.matbp.projector_backward.default, (torch.randn_like(P), L, V, None))
+    f = torch.compile(lambda A: matbp.projector(A).sum(), fullgraph=True, backend="aot_eager")
+    A_r = A.clone().requires_grad_()
+    f(A_r).backward()
+    A_e = A.clone().requires_grad_()
+    matbp.projector(A_e).sum().backward()
+    torch.testing.assert_close(A_r.grad, A_e.grad)
