@@ -301,6 +301,9 @@ def test_segment_synthetic_end_to_end():
     res = metrics.image_covering(segs, [gt])
     assert res["best"] > 0.9  # acceptance criterion
     assert res["table"][2, 0] == pytest.approx(1.0)  # k = 4 recovers the 4 regions
+    # the clustering itself (no component splitting) finds the 4 regions at k = 4
+    (k4,) = ncut.segment(X, (H, W), ks=[4], split_components=False)
+    assert int(k4.max()) == 3 and metrics.covering(k4, gt) > 0.9
     # deterministic given the seed
     again = ncut.segment(X, (H, W), ks=(2, 3, 4, 5))
     assert all(torch.equal(a, b) for a, b in zip(segs, again))

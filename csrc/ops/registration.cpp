@@ -46,7 +46,8 @@ at::Tensor ncut_projector_distance(const at::Tensor& Y, const at::Tensor& weight
   static auto with_basis =
       c10::Dispatcher::singleton()
           .findSchemaOrThrow("matbp::ncut_projector_distance_with_basis", "")
-          .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
+          .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                            at::Tensor, at::Tensor, at::Tensor>(
               const at::Tensor&, const at::Tensor&, const at::Tensor&,
               const std::optional<at::Tensor>&, std::optional<double>)>();
   return std::get<0>(with_basis.call(Y, weights, labels, Lambda, rtol));
@@ -78,11 +79,12 @@ TORCH_LIBRARY(matbp, m) {
   m.def(
       "ncut_projector_distance_with_basis(Tensor Y, Tensor weights, Tensor labels, "
       "Tensor? Lambda=None, float? rtol=None) -> "
-      "(Tensor J, Tensor rank, Tensor Q, Tensor P0, Tensor mu_pinv)");
+      "(Tensor J, Tensor rank, Tensor Q, Tensor P0, Tensor mu_pinv, Tensor segment_index, "
+      "Tensor segment_image, Tensor segment_stats)");
   m.def(
-      "ncut_projector_distance_backward(Tensor gJ, Tensor Y, Tensor weights, Tensor labels, "
-      "Tensor? Lambda, Tensor Q, Tensor P0, Tensor mu_pinv) -> "
-      "(Tensor gY, Tensor gweights, Tensor gLambda)");
+      "ncut_projector_distance_backward(Tensor gJ, Tensor weights, Tensor? Lambda, Tensor Q, "
+      "Tensor P0, Tensor mu_pinv, Tensor segment_index, Tensor segment_image, "
+      "Tensor segment_stats) -> (Tensor gY, Tensor gweights, Tensor gLambda)");
 }
 
 TORCH_LIBRARY_IMPL(matbp, CompositeImplicitAutograd, m) {

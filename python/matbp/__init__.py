@@ -9,7 +9,7 @@ import torch  # noqa: F401  (the extension links against torch's libraries)
 
 from . import _C  # noqa: F401  registers the operators
 from . import _ops  # noqa: F401  registers fake kernels and autograd
-from . import nn  # noqa: F401
+from . import data, metrics, ncut, nn  # noqa: F401
 from ._ops import o2p_log, projector, svd, sym_eig, sym_fn
 from .objectives import affinity_rank, ncut_degrees, ncut_j1, ncut_j2
 
@@ -26,5 +26,8 @@ __all__ = [
     "ncut_degrees",
     "affinity_rank",
     "nn",
+    "ncut",
+    "metrics",
+    "data",
     "__version__",
 ]

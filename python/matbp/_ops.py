@@ -368,37 +368,43 @@ def _ncut_with_basis_fake(Y, weights, labels, Lambda=None, rtol=None):
     k = min(m, d)
     batch = Y.shape[:-2]
     f64 = dict(dtype=torch.float64)
+    # The number of distinct (image, label) segments is data-dependent.
+    count = torch.library.get_ctx().new_dynamic_size()
     return (
         Y.new_empty(batch),
         Y.new_empty(batch, dtype=torch.int64),
         Y.new_empty((*batch, m, k), **f64),
         Y.new_empty((*batch, k, d), **f64),
         Y.new_empty((*batch, k), **f64),
+        Y.new_empty((*batch, m), dtype=torch.int64),
+        Y.new_empty((count,), dtype=torch.int64),
+        Y.new_empty((count, k + d + 1), **f64),
     )
 
 
 @torch.library.register_fake("matbp::ncut_projector_distance_backward")
-def _ncut_backward_fake(gJ, Y, weights, labels, Lambda, Q, P0, mu_pinv):
-    d = Y.shape[-1]
-    gLambda = Lambda.new_empty(Lambda.shape) if Lambda is not None else Y.new_empty((d, d))
-    return Y.new_empty(Y.shape), weights.new_empty(weights.shape), gLambda
+def _ncut_backward_fake(gJ, weights, Lambda, Q, P0, mu_pinv, segment_index, segment_image, segment_stats):
+    d = P0.shape[-1]
+    gLambda = Lambda.new_empty(Lambda.shape) if Lambda is not None else Q.new_empty((d, d))
+    return Q.new_empty((*Q.shape[:-1], d)), weights.new_empty(weights.shape), gLambda
 
 
 def _ncut_setup(ctx, inputs, output):
     Y, weights, labels, Lambda, rtol = inputs
-    _, rank, Q, P0, mu_pinv = output
-    ctx.mark_non_differentiable(rank, Q, P0, mu_pinv)
+    _, rank, Q, P0, mu_pinv, seg_index, seg_image, stats = output
+    ctx.mark_non_differentiable(rank, Q, P0, mu_pinv, seg_index, seg_image, stats)
     ctx.set_materialize_grads(False)
     ctx.has_lambda = Lambda is not None
-    ctx.save_for_backward(Y, weights, labels, Lambda, Q, P0, mu_pinv)
+    ctx.y_dtype = Y.dtype
+    ctx.save_for_backward(weights, Lambda, Q, P0, mu_pinv, seg_index, seg_image, stats)
 
 
 def _ncut_backward(ctx, gJ, *unused):
     if gJ is None:
         return None, None, None, None, None
-    Y, weights, labels, Lambda, Q, P0, mu_pinv = ctx.saved_tensors
-    gY, gw, gLambda = _lib.ncut_projector_distance_backward(gJ, Y, weights, labels, Lambda, Q, P0, mu_pinv)
-    return gY, gw, None, (gLambda if ctx.has_lambda else None), None
+    weights, Lambda, *basis = ctx.saved_tensors
+    gY, gw, gLambda = _lib.ncut_projector_distance_backward(gJ, weights, Lambda, *basis)
+    return gY.to(ctx.y_dtype), gw, None, (gLambda if ctx.has_lambda else None), None
 
 
 torch.library.register_autograd(

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -177,7 +177,7 @@ def write_bsds_seg(
     user_id: int = 0,
     *,
     gray: int = 0,
-    date: str = None,
+    date: Optional[str] = None,
 ) -> None:
     """Write a label map as a BSDS300 ``.seg`` file ("ascii cr" format).
 

@@ -275,8 +275,8 @@ def kmeans(points, k: int, seed: int = 0, iters: int = 100, n_init: int = 1) -> 
         ``(labels, centers)``: labels (n,) int64 with values in [0, k), each
         point's nearest centre; centers (k, p) float64, the final centres.
         A cluster that becomes empty during the iterations is re-seeded at the
-        point farthest from its current centre (so clusters are empty at the
-        end only when there are fewer than k distinct points).
+        point farthest from its current centre, so a cluster can only end
+        up empty when points coincide (e.g. fewer than k distinct points).
 
     Computed in float64 on the device of ``points``.
     """
