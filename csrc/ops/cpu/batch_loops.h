@@ -45,9 +45,23 @@ class FirstFailure {
   std::atomic<int64_t> index_;
 };
 
-// For every matrix b of a contiguous (B, n, n) float64 tensor M, and every
-// pair i < j, calls pair(b, i, j, m_ij, m_ji) -> (new_ij, new_ji) and
-// diag(b, i, m_ii) -> new_ii, writing the results in place. One pass over M.
+// For every pair i < j of an n x n row-major matrix m, calls
+// pair(i, j, m_ij, m_ji) -> (new_ij, new_ji) and diag(i, m_ii) -> new_ii,
+// writing the results in place. One pass.
+template <typename Pair, typename Diag>
+inline void transform_pairs(double* m, int64_t n, const Pair& pair, const Diag& diag) {
+  for (int64_t i = 0; i < n; ++i) {
+    m[i * n + i] = diag(i, m[i * n + i]);
+    for (int64_t j = i + 1; j < n; ++j) {
+      const auto [ij, ji] = pair(i, j, m[i * n + j], m[j * n + i]);
+      m[i * n + j] = ij;
+      m[j * n + i] = ji;
+    }
+  }
+}
+
+// transform_pairs over every matrix b of a contiguous (B, n, n) float64
+// tensor, in parallel; pair and diag also receive b first.
 template <typename Pair, typename Diag>
 void transform_pairs_inplace(at::Tensor& M, const Pair& pair, const Diag& diag) {
   const int64_t n = M.size(-1);
@@ -56,43 +70,25 @@ void transform_pairs_inplace(at::Tensor& M, const Pair& pair, const Diag& diag) 
   const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, n * n));
   at::parallel_for(0, batch, grain, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
-      double* m = data + b * n * n;
-      for (int64_t i = 0; i < n; ++i) {
-        m[i * n + i] = diag(b, i, m[i * n + i]);
-        for (int64_t j = i + 1; j < n; ++j) {
-          const auto [ij, ji] = pair(b, i, j, m[i * n + j], m[j * n + i]);
-          m[i * n + j] = ij;
-          m[j * n + i] = ji;
-        }
-      }
+      transform_pairs(
+          data + b * n * n, n,
+          [&](int64_t i, int64_t j, double m_ij, double m_ji) { return pair(b, i, j, m_ij, m_ji); },
+          [&](int64_t i, double m_ii) { return diag(b, i, m_ii); });
     }
   });
 }
 
-// sym(G) = (G + G^T) / 2 of a (B, n, n) float64 tensor, in one pass.
-inline at::Tensor symmetrize(const at::Tensor& G64) {
-  const auto G = G64.contiguous();
-  auto out = at::empty_like(G);
-  const int64_t n = G.size(-1);
-  const int64_t batch = batch_count(G);
-  const double* g = G.data_ptr<double>();
-  double* o = out.data_ptr<double>();
-  at::parallel_for(0, batch, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, n * n)),
-                   [&](int64_t begin, int64_t end) {
-                     for (int64_t b = begin; b < end; ++b) {
-                       const double* gb = g + b * n * n;
-                       double* ob = o + b * n * n;
-                       for (int64_t i = 0; i < n; ++i) {
-                         ob[i * n + i] = gb[i * n + i];
-                         for (int64_t j = i + 1; j < n; ++j) {
-                           const double v = 0.5 * (gb[i * n + j] + gb[j * n + i]);
-                           ob[i * n + j] = v;
-                           ob[j * n + i] = v;
-                         }
-                       }
-                     }
-                   });
-  return out;
+// sym(G) = (G + G^T) / 2 of one n x n row-major matrix into out.
+template <typename scalar_t>
+inline void symmetrize_into(const scalar_t* g, int64_t n, double* out) {
+  for (int64_t i = 0; i < n; ++i) {
+    out[i * n + i] = static_cast<double>(g[i * n + i]);
+    for (int64_t j = i + 1; j < n; ++j) {
+      const double v = 0.5 * (static_cast<double>(g[i * n + j]) + static_cast<double>(g[j * n + i]));
+      out[i * n + j] = v;
+      out[j * n + i] = v;
+    }
+  }
 }
 
 // True when every element is finite; one read, no temporaries.

@@ -17,6 +17,9 @@ extern "C" {
 void dsyevd_(const char* jobz, const char* uplo, const int* n, double* a, const int* lda,
              double* w, double* work, const int* lwork, int* iwork, const int* liwork,
              int* info);
+void dgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
+            const double* alpha, const double* a, const int* lda, const double* b, const int* ldb,
+            const double* beta, double* c, const int* ldc);
 void dgesdd_(const char* jobz, const int* m, const int* n, double* a, const int* lda, double* s,
              double* u, const int* ldu, double* vt, const int* ldvt, double* work,
              const int* lwork, int* iwork, int* info);
@@ -73,6 +76,18 @@ inline LapackWorkspace lapack_gesdd_workspace(int m, int n) {
   int iwork = 0, info = 0;
   lapack_gesdd(m, n, &a, &s, &u, &vt, &work, -1, &iwork, &info);
   return {std::max(1, static_cast<int>(work)), std::max(1, 8 * std::min(m, n))};
+}
+
+// Row-major C (rows x cols) = alpha op(A) op(B) + beta C, op(A) rows x inner.
+// A row-major matrix is its transpose to column-major BLAS, so this is
+// C^T = op(B)^T op(A)^T there, with the same transpose flags.
+inline void gemm_row_major(bool trans_a, bool trans_b, int rows, int cols, int inner, double alpha,
+                           const double* A, int lda, const double* B, int ldb, double beta,
+                           double* C, int ldc) {
+  if (rows == 0 || cols == 0) return;
+  const char ta = trans_a ? 'T' : 'N';
+  const char tb = trans_b ? 'T' : 'N';
+  dgemm_(&tb, &ta, &cols, &rows, &inner, &alpha, B, &ldb, A, &lda, &beta, C, &ldc);
 }
 
 // Runs body(begin, end) over the batch on ATen's thread pool. Small matrices

@@ -16,15 +16,14 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "../../math/o2p_log.h"
 #include "../checks.h"
 #include "batch_loops.h"
-#include "sym_eig_kernel.h"
-#include "sym_fn_kernel.h"
+#include "lapack.h"
 
 namespace matbp::ops::cpu {
 namespace {
@@ -46,78 +45,265 @@ void check_o2p_arguments(const at::Tensor& X, double eps, const char* op) {
 // second order in the eigenvector error; null directions come out ~0.
 // Also clamps round-off negatives to 0. X64 is (B, m, d) contiguous, V the
 // (B, k, k) eigenvectors (columns), S (B, k) ascending; both updated in place.
-void refine_small_gram_eigenvalues(const at::Tensor& X64, const at::Tensor& V, at::Tensor& S,
-                                   bool gram_of_rows) {
-  const int64_t m = X64.size(-2), d = X64.size(-1), k = S.size(-1);
-  const int64_t batch = S.numel() / std::max<int64_t>(k, 1);
-  if (batch == 0 || k == 0) return;
-  const double* x = X64.data_ptr<double>();
-  const double* v = V.data_ptr<double>();
-  double* s = S.data_ptr<double>();
-  const double threshold = std::sqrt(math::machine_epsilon<double>());
-  at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
-    std::vector<double> proj(std::max(m, d));
-    for (int64_t b = begin; b < end; ++b) {
-      const double* xb = x + b * m * d;
-      const double* vb = v + b * k * k;
-      double* sb = s + b * k;
-      const double cutoff = threshold * std::abs(sb[k - 1]);
-      for (int64_t i = 0; i < k && sb[i] <= cutoff; ++i) {
-        double norm2 = 0;
-        if (gram_of_rows) {  // ||X^T u_i||^2, u_i in R^m
-          std::fill(proj.begin(), proj.begin() + d, 0.0);
-          for (int64_t r = 0; r < m; ++r) {
-            const double u = vb[r * k + i];
-            for (int64_t c = 0; c < d; ++c) proj[c] += u * xb[r * d + c];
-          }
-          for (int64_t c = 0; c < d; ++c) norm2 += proj[c] * proj[c];
-        } else {  // ||X w_i||^2, w_i in R^d
-          for (int64_t r = 0; r < m; ++r) {
-            double dot = 0;
-            for (int64_t c = 0; c < d; ++c) dot += xb[r * d + c] * vb[c * k + i];
-            norm2 += dot * dot;
-          }
-        }
-        sb[i] = norm2;
+// One matrix: x (m, d) row-major, v (k, k) row-major with the eigenvectors in
+// its columns, s (k) ascending, updated in place.
+void refine_small_gram_eigenvalues(const double* x, int64_t m, int64_t d, const double* v,
+                                   int64_t k, double* s, bool gram_of_rows) {
+  if (k == 0) return;
+  const double cutoff = std::sqrt(math::machine_epsilon<double>()) * std::abs(s[k - 1]);
+  for (int64_t i = 0; i < k && s[i] <= cutoff; ++i) {
+    double norm2 = 0;
+    if (gram_of_rows) {  // ||X^T u_i||^2, u_i in R^m
+      for (int64_t c = 0; c < d; ++c) {
+        double dot = 0;
+        for (int64_t r = 0; r < m; ++r) dot += v[r * k + i] * x[r * d + c];
+        norm2 += dot * dot;
       }
-      for (int64_t i = 0; i < k; ++i) sb[i] = math::clamp_gram_eigenvalue(sb[i]);
+    } else {  // ||X w_i||^2, w_i in R^d
+      for (int64_t r = 0; r < m; ++r) {
+        double dot = 0;
+        for (int64_t c = 0; c < d; ++c) dot += x[r * d + c] * v[c * k + i];
+        norm2 += dot * dot;
+      }
+    }
+    s[i] = norm2;
+  }
+  for (int64_t i = 0; i < k; ++i) s[i] = math::clamp_gram_eigenvalue(s[i]);
+}
+
+// The m x m path, one matrix after another on each thread with buffers that
+// stay in cache: no batch-sized temporaries, so no page faults and no passes
+// over memory between the GEMMs (BLAS runs single-threaded inside).
+template <typename scalar_t>
+void o2p_rows_forward(const scalar_t* x_in, int64_t batch, int m, int d, double eps, scalar_t* c_out,
+                      double* s_out, double* u_out, double* y_out, FirstFailure& failed) {
+  const auto ws = lapack_syevd_workspace(m);
+  const double log_eps = std::log(eps);
+  at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
+    std::vector<double> x(int64_t(m) * d), gram(int64_t(m) * m), hy(int64_t(m) * d),
+        c(std::is_same_v<scalar_t, double> ? 0 : int64_t(d) * d), work(ws.lwork);
+    std::vector<int> iwork(ws.liwork);
+    for (int64_t b = begin; b < end; ++b) {
+      const scalar_t* xb_in = x_in + b * m * d;
+      const double* xb;
+      if constexpr (std::is_same_v<scalar_t, double>) {
+        xb = xb_in;
+      } else {
+        for (int64_t e = 0; e < int64_t(m) * d; ++e) x[e] = static_cast<double>(xb_in[e]);
+        xb = x.data();
+      }
+      double* s = s_out + b * m;
+      double* u = u_out + b * m * m;
+      double* y = y_out + b * m * d;
+      // K = X X^T; LAPACK leaves the eigenvectors in it column-major, i.e. U^T row-major.
+      gemm_row_major(false, true, m, m, d, 1.0, xb, d, xb, d, 0.0, gram.data(), m);
+      bool finite = true;
+      for (double g : gram) finite &= std::isfinite(g);
+      int info = 0;
+      if (finite) {
+        lapack_syevd(m, gram.data(), s, work.data(), ws.lwork, iwork.data(), ws.liwork, &info);
+      }
+      if (!finite || info != 0) {
+        failed.record(b);
+        continue;
+      }
+      for (int i = 0; i < m; ++i)
+        for (int j = 0; j < m; ++j) u[int64_t(i) * m + j] = gram[int64_t(j) * m + i];
+      refine_small_gram_eigenvalues(xb, m, d, u, m, s, /*gram_of_rows=*/true);
+      // Y = U^T X, C = Y^T diag(h) Y + log(eps) I.
+      gemm_row_major(false, false, m, d, m, 1.0, gram.data(), m, xb, d, 0.0, y, d);
+      for (int i = 0; i < m; ++i) {
+        const double h = math::o2p_h(s[i], eps);
+        for (int j = 0; j < d; ++j) hy[int64_t(i) * d + j] = h * y[int64_t(i) * d + j];
+      }
+      double* cb = std::is_same_v<scalar_t, double> ? reinterpret_cast<double*>(c_out + b * d * d)
+                                                   : c.data();
+      gemm_row_major(true, false, d, d, m, 1.0, y, d, hy.data(), d, 0.0, cb, d);
+      for (int i = 0; i < d; ++i) cb[int64_t(i) * d + i] += log_eps;
+      if constexpr (!std::is_same_v<scalar_t, double>) {
+        for (int64_t e = 0; e < int64_t(d) * d; ++e) c_out[b * d * d + e] = static_cast<scalar_t>(c[e]);
+      }
     }
   });
 }
 
-template <typename Fn>
-at::Tensor map_eigenvalues(const at::Tensor& S, const Fn& fn) {
-  auto out = at::empty_like(S);
-  const int64_t count = S.numel();
-  const double* s = S.data_ptr<double>();
-  double* o = out.data_ptr<double>();
-  at::parallel_for(0, count, 4096, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) o[i] = fn(s[i]);
+// The d x d path (m >= d), one matrix at a time in cache like the m x m path:
+// X^T X = W diag(s) W^T, C = W diag(log(eps + s)) W^T.
+template <typename scalar_t>
+void o2p_cols_forward(const scalar_t* x_in, int64_t batch, int m, int d, double eps,
+                      scalar_t* c_out, double* s_out, double* w_out, FirstFailure& failed) {
+  const auto ws = lapack_syevd_workspace(d);
+  at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
+    std::vector<double> x(std::is_same_v<scalar_t, double> ? 0 : int64_t(m) * d),
+        gram(int64_t(d) * d), wl(int64_t(d) * d),
+        c(std::is_same_v<scalar_t, double> ? 0 : int64_t(d) * d), work(ws.lwork);
+    std::vector<int> iwork(ws.liwork);
+    for (int64_t b = begin; b < end; ++b) {
+      const scalar_t* xb_in = x_in + b * m * d;
+      const double* xb;
+      if constexpr (std::is_same_v<scalar_t, double>) {
+        xb = xb_in;
+      } else {
+        for (int64_t e = 0; e < int64_t(m) * d; ++e) x[e] = static_cast<double>(xb_in[e]);
+        xb = x.data();
+      }
+      double* s = s_out + b * d;
+      double* w = w_out + b * d * d;
+      gemm_row_major(true, false, d, d, m, 1.0, xb, d, xb, d, 0.0, gram.data(), d);
+      bool finite = true;
+      for (double g : gram) finite &= std::isfinite(g);
+      int info = 0;
+      if (finite) {
+        lapack_syevd(d, gram.data(), s, work.data(), ws.lwork, iwork.data(), ws.liwork, &info);
+      }
+      if (!finite || info != 0) {
+        failed.record(b);
+        continue;
+      }
+      for (int i = 0; i < d; ++i)
+        for (int j = 0; j < d; ++j) w[int64_t(i) * d + j] = gram[int64_t(j) * d + i];
+      refine_small_gram_eigenvalues(xb, m, d, w, d, s, /*gram_of_rows=*/false);
+      for (int i = 0; i < d; ++i)
+        for (int j = 0; j < d; ++j)
+          wl[int64_t(i) * d + j] = w[int64_t(i) * d + j] * math::o2p_log_eigenvalue(s[j], eps);
+      double* cb = std::is_same_v<scalar_t, double> ? reinterpret_cast<double*>(c_out + b * d * d)
+                                                   : c.data();
+      gemm_row_major(false, true, d, d, d, 1.0, wl.data(), d, w, d, 0.0, cb, d);
+      if constexpr (!std::is_same_v<scalar_t, double>) {
+        for (int64_t e = 0; e < int64_t(d) * d; ++e) c_out[b * d * d + e] = static_cast<scalar_t>(c[e]);
+      }
+    }
   });
-  return out;
+}
+
+// Backward of the d x d path, per matrix: M = 2 log[eps + s_i, eps + s_j] o
+// sym(W^T G W), gA = W M W^T, gX = X gA.
+template <typename grad_t, typename out_t>
+void o2p_cols_backward(const grad_t* g_in, const double* s_in, const double* w_in,
+                       const out_t* x_in, int64_t batch, int m, int d, double eps, out_t* gx_out) {
+  at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
+    std::vector<double> gs(int64_t(d) * d), t(int64_t(d) * d), inner(int64_t(d) * d),
+        ga(int64_t(d) * d), x(std::is_same_v<out_t, double> ? 0 : int64_t(m) * d),
+        gx(std::is_same_v<out_t, double> ? 0 : int64_t(m) * d), lam(d);
+    for (int64_t b = begin; b < end; ++b) {
+      const double* s = s_in + b * d;
+      const double* w = w_in + b * d * d;
+      for (int i = 0; i < d; ++i) lam[i] = eps + s[i];
+      symmetrize_into(g_in + b * d * d, d, gs.data());
+      gemm_row_major(true, false, d, d, d, 1.0, w, d, gs.data(), d, 0.0, t.data(), d);
+      gemm_row_major(false, false, d, d, d, 1.0, t.data(), d, w, d, 0.0, inner.data(), d);
+      transform_pairs(
+          inner.data(), d,
+          [&](int64_t i, int64_t j, double m_ij, double m_ji) {
+            const double e = math::divided_difference_log(lam[i], lam[j]) * (m_ij + m_ji);
+            return std::pair<double, double>(e, e);
+          },
+          [&](int64_t i, double m_ii) { return 2.0 / lam[i] * m_ii; });
+      gemm_row_major(false, false, d, d, d, 1.0, w, d, inner.data(), d, 0.0, t.data(), d);
+      gemm_row_major(false, true, d, d, d, 1.0, t.data(), d, w, d, 0.0, ga.data(), d);
+      const double* xb;
+      if constexpr (std::is_same_v<out_t, double>) {
+        xb = x_in + b * m * d;
+      } else {
+        for (int64_t e = 0; e < int64_t(m) * d; ++e) x[e] = static_cast<double>(x_in[b * m * d + e]);
+        xb = x.data();
+      }
+      double* gxb = std::is_same_v<out_t, double> ? reinterpret_cast<double*>(gx_out + b * m * d)
+                                                 : gx.data();
+      gemm_row_major(false, false, m, d, d, 1.0, xb, d, ga.data(), d, 0.0, gxb, d);
+      if constexpr (!std::is_same_v<out_t, double>) {
+        for (int64_t e = 0; e < int64_t(m) * d; ++e) gx_out[b * m * d + e] = static_cast<out_t>(gx[e]);
+      }
+    }
+  });
+}
+
+// Backward of the m x m path, per matrix:
+//   T = Y G, M = 2 h[s_i, s_j] o sym(T Y^T), R = M Y + 2 diag(h) T, gX = U R.
+template <typename grad_t, typename out_t>
+void o2p_rows_backward(const grad_t* g_in, const double* s_in, const double* u_in,
+                       const double* y_in, int64_t batch, int m, int d, double eps, out_t* gx_out) {
+  at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
+    std::vector<double> gs(int64_t(d) * d), t(int64_t(m) * d), inner(int64_t(m) * m),
+        r(int64_t(m) * d), h2(m), gx(std::is_same_v<out_t, double> ? 0 : int64_t(m) * d);
+    for (int64_t b = begin; b < end; ++b) {
+      const double* s = s_in + b * m;
+      const double* u = u_in + b * m * m;
+      const double* y = y_in + b * m * d;
+      symmetrize_into(g_in + b * d * d, d, gs.data());
+      for (int i = 0; i < m; ++i) h2[i] = 2.0 * math::o2p_h(s[i], eps);
+      gemm_row_major(false, false, m, d, d, 1.0, y, d, gs.data(), d, 0.0, t.data(), d);
+      gemm_row_major(false, true, m, m, d, 1.0, t.data(), d, y, d, 0.0, inner.data(), m);
+      transform_pairs(
+          inner.data(), m,
+          [&](int64_t i, int64_t j, double m_ij, double m_ji) {
+            // 2 h[s_i, s_j] times the symmetric part; the halves of h2 are h.
+            const double w =
+                math::o2p_h_divided_difference(s[i], s[j], 0.5 * h2[i], 0.5 * h2[j], eps);
+            const double e = w * (m_ij + m_ji);
+            return std::pair<double, double>(e, e);
+          },
+          [&](int64_t i, double m_ii) {
+            const double hi = 0.5 * h2[i];
+            return 2.0 * math::o2p_h_divided_difference(s[i], s[i], hi, hi, eps) * m_ii;
+          });
+      for (int i = 0; i < m; ++i)
+        for (int j = 0; j < d; ++j) r[int64_t(i) * d + j] = h2[i] * t[int64_t(i) * d + j];
+      gemm_row_major(false, false, m, d, m, 1.0, inner.data(), m, y, d, 1.0, r.data(), d);
+      double* gxb = std::is_same_v<out_t, double> ? reinterpret_cast<double*>(gx_out + b * m * d)
+                                                 : gx.data();
+      gemm_row_major(false, false, m, d, m, 1.0, u, m, r.data(), d, 0.0, gxb, d);
+      if constexpr (!std::is_same_v<out_t, double>) {
+        for (int64_t e = 0; e < int64_t(m) * d; ++e) gx_out[b * m * d + e] = static_cast<out_t>(gx[e]);
+      }
+    }
+  });
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> o2p_log_with_eig_cpu(
     const at::Tensor& X, double eps) {
   check_o2p_arguments(X, eps, kOp);
   TORCH_CHECK(all_finite(X), kOp, ": argument 'X' contains NaN or Inf");
-  const auto X64 = X.to(at::kDouble).contiguous();
   const bool rows = uses_gram_of_rows(X);
-  const auto gram = rows ? at::matmul(X64, X64.mT()) : at::matmul(X64.mT(), X64);
-  auto [S, V] = sym_eig_lapack(gram, at::kDouble, kOp,
-                               rows ? "X X^T (the Gram matrix of X)" : "X^T X (the Gram matrix of X)");
-  refine_small_gram_eigenvalues(X64, V, S, rows);
+  const int64_t m = X.size(-2), d = X.size(-1);
   if (rows) {
-    const auto h = map_eigenvalues(S, [eps](double s) { return math::o2p_h(s, eps); });
-    auto Y = at::matmul(V.mT(), X64);
-    auto C = at::matmul(Y.mT(), h.unsqueeze(-1) * Y);
-    C.diagonal(0, -2, -1).add_(std::log(eps));
-    return {C.to(X.scalar_type()), S, V, Y};
+    const auto Xc = X.contiguous();
+    const int64_t batch = batch_count(X);
+    auto C = at::empty(with_trailing(X, {d, d}), X.options());
+    auto S = at::empty(with_trailing(X, {m}), X.options().dtype(at::kDouble));
+    auto U = at::empty(with_trailing(X, {m, m}), S.options());
+    auto Y = at::empty(with_trailing(X, {m, d}), S.options());
+    FirstFailure failed(batch);
+    if (batch > 0 && m > 0) {
+      AT_DISPATCH_FLOATING_TYPES(X.scalar_type(), "matbp_o2p_rows_forward", [&] {
+        o2p_rows_forward(Xc.data_ptr<scalar_t>(), batch, static_cast<int>(m), static_cast<int>(d),
+                         eps, C.data_ptr<scalar_t>(), S.data_ptr<double>(), U.data_ptr<double>(),
+                         Y.data_ptr<double>(), failed);
+      });
+    } else {
+      C.zero_();
+      C.diagonal(0, -2, -1).fill_(std::log(eps));
+    }
+    TORCH_CHECK(!failed.any(), kOp, ": the Gram matrix X X^T of matrix ", failed.index(),
+                " of the flattened batch overflows or LAPACK dsyevd failed on it");
+    return {C, S, U, Y};
   }
-  const auto log_l = map_eigenvalues(S, [eps](double s) { return math::o2p_log_eigenvalue(s, eps); });
-  auto C = at::matmul(V * log_l.unsqueeze(-2), V.mT());
-  auto no_y = at::empty(with_trailing(X, {0, X.size(-1)}), X64.options());
-  return {C.to(X.scalar_type()), S, V, no_y};
+  const auto Xc = X.contiguous();
+  const int64_t batch = batch_count(X);
+  auto C = at::empty(with_trailing(X, {d, d}), X.options());
+  auto S = at::empty(with_trailing(X, {d}), X.options().dtype(at::kDouble));
+  auto W = at::empty(with_trailing(X, {d, d}), S.options());
+  FirstFailure failed(batch);
+  if (batch > 0 && d > 0) {
+    AT_DISPATCH_FLOATING_TYPES(X.scalar_type(), "matbp_o2p_cols_forward", [&] {
+      o2p_cols_forward(Xc.data_ptr<scalar_t>(), batch, static_cast<int>(m), static_cast<int>(d),
+                       eps, C.data_ptr<scalar_t>(), S.data_ptr<double>(), W.data_ptr<double>(),
+                       failed);
+    });
+  }
+  TORCH_CHECK(!failed.any(), kOp, ": the Gram matrix X^T X of matrix ", failed.index(),
+              " of the flattened batch overflows or LAPACK dsyevd failed on it");
+  return {C, S, W, at::empty(with_trailing(X, {0, d}), S.options())};
 }
 
 at::Tensor o2p_log_backward_cpu(const at::Tensor& gC, const at::Tensor& X, const at::Tensor& S,
@@ -133,38 +319,30 @@ at::Tensor o2p_log_backward_cpu(const at::Tensor& gC, const at::Tensor& X, const
               op, ": saved tensors S (*, k), U (*, k, k), Y (*, m or 0, d), k = min(m, d) = ", k,
               ", do not match 'X' ", X.sizes(), ": got ", S.sizes(), ", ", U.sizes(), ", ",
               Y.sizes());
-  const auto G64 = gC.to(at::kDouble);
   const auto S64 = S.to(at::kDouble).contiguous();
   const auto U64 = U.to(at::kDouble);
-  if (!rows) {
-    const auto gA =
-        spectral_function_backward(G64, S64 + eps, U64, math::SpectralFn::Log, 0.0, 2.0);
-    return at::matmul(X.to(at::kDouble), gA).to(X.scalar_type());
-  }
-  const auto Y64 = Y.to(at::kDouble);
-  const auto T = at::matmul(Y64, symmetrize(G64));  // Y G
-  auto inner = at::matmul(T, Y64.mT()).contiguous();  // Y G Y^T, symmetric
-  auto h2 = at::empty_like(S64);                      // 2 h(s)
-  const double* s = S64.data_ptr<double>();
-  double* h2p = h2.data_ptr<double>();
-  for (int64_t e = 0; e < S64.numel(); ++e) h2p[e] = 2.0 * math::o2p_h(s[e], eps);
-  transform_pairs_inplace(
-      inner,
-      [&](int64_t b, int64_t i, int64_t j, double m_ij, double m_ji) {
-        const double* sb = s + b * m;
-        const double* hb = h2p + b * m;
-        // 2 h[s_i, s_j] from the halved 2h values; m_ij = m_ji up to rounding.
-        const double w = math::o2p_h_divided_difference(sb[i], sb[j], 0.5 * hb[i], 0.5 * hb[j], eps);
-        const double e = w * (m_ij + m_ji);
-        return std::pair<double, double>(e, e);
-      },
-      [&](int64_t b, int64_t i, double m_ii) {
-        const double si = s[b * m + i], hi = 0.5 * h2p[b * m + i];
-        return 2.0 * math::o2p_h_divided_difference(si, si, hi, hi, eps) * m_ii;
-      });
-  auto R = at::matmul(inner, Y64);
-  R.addcmul_(h2.unsqueeze(-1), T);
-  return at::matmul(U64, R).to(X.scalar_type());
+  auto gX = at::empty(X.sizes(), X.options());
+  const int64_t batch = batch_count(X);
+  if (batch == 0 || m == 0 || d == 0) return gX.zero_();
+  const auto Gc = gC.contiguous();
+  const auto Xc = X.contiguous();
+  const auto Uc = U64.contiguous();
+  const auto Yc = Y.to(at::kDouble).contiguous();
+  AT_DISPATCH_FLOATING_TYPES(Gc.scalar_type(), "matbp_o2p_backward", [&] {
+    using grad_t = scalar_t;
+    AT_DISPATCH_FLOATING_TYPES(X.scalar_type(), "matbp_o2p_backward_out", [&] {
+      if (rows) {
+        o2p_rows_backward(Gc.data_ptr<grad_t>(), S64.data_ptr<double>(), Uc.data_ptr<double>(),
+                          Yc.data_ptr<double>(), batch, static_cast<int>(m), static_cast<int>(d),
+                          eps, gX.data_ptr<scalar_t>());
+      } else {
+        o2p_cols_backward(Gc.data_ptr<grad_t>(), S64.data_ptr<double>(), Uc.data_ptr<double>(),
+                          Xc.data_ptr<scalar_t>(), batch, static_cast<int>(m), static_cast<int>(d),
+                          eps, gX.data_ptr<scalar_t>());
+      }
+    });
+  });
+  return gX;
 }
 
 }  // namespace

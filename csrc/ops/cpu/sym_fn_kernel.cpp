@@ -11,7 +11,6 @@
 #include "batch_loops.h"
 #include "eigenbasis_backward.h"
 #include "sym_eig_kernel.h"
-#include "sym_fn_kernel.h"
 
 namespace matbp::ops::cpu {
 namespace {
@@ -50,6 +49,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sym_fn_with_eig_cpu(const at::Ten
   return {F, L, V};
 }
 
+// Daleckii–Krein backward in float64: gA = V (F1 o V^T sym(gF) V) V^T.
+at::Tensor spectral_function_backward(const at::Tensor& gF64, const at::Tensor& L64,
+                                      const at::Tensor& V64, math::SpectralFn fn, double p) {
+  const auto lam_c = L64.contiguous();
+  const int64_t n = V64.size(-1);
+  const double* lam = lam_c.data_ptr<double>();
+  return eigenbasis_backward(gF64, V64, [&](int64_t b, int64_t i, int64_t j) {
+    const double* l = lam + b * n;
+    return math::divided_difference(fn, l[i], l[j], p);
+  });
+}
+
 at::Tensor sym_fn_backward_cpu(const at::Tensor& gF, const at::Tensor& L, const at::Tensor& V,
                                c10::string_view fn_name, double p) {
   constexpr const char* op = "matbp.sym_fn_backward";
@@ -63,18 +74,6 @@ at::Tensor sym_fn_backward_cpu(const at::Tensor& gF, const at::Tensor& L, const 
 }
 
 }  // namespace
-
-at::Tensor spectral_function_backward(const at::Tensor& gF64, const at::Tensor& L64,
-                                      const at::Tensor& V64, math::SpectralFn fn, double p,
-                                      double scale) {
-  const auto lam_c = L64.contiguous();
-  const int64_t n = V64.size(-1);
-  const double* lam = lam_c.data_ptr<double>();
-  return eigenbasis_backward(gF64, V64, [&](int64_t b, int64_t i, int64_t j) {
-    const double* l = lam + b * n;
-    return scale * math::divided_difference(fn, l[i], l[j], p);
-  });
-}
 
 TORCH_LIBRARY_IMPL(matbp, CPU, m) {
   m.impl("sym_fn_with_eig", &sym_fn_with_eig_cpu);
