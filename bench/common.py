@@ -9,7 +9,7 @@ This module is imported by the scripts in ``bench/`` (which is not a package;
 scripts put their own directory on ``sys.path``).  It holds:
 
 * timing: :func:`synchronize`, :func:`time_fn`, :func:`time_interleaved`,
-  :func:`adaptive_repeats`, :func:`median`;
+  :func:`time_interleaved_adaptive`, :func:`adaptive_repeats`, :func:`median`;
 * the environment record: :func:`environment`, :func:`device_tag`;
 * output: :class:`Column`, :func:`format_table`, :func:`print_table`,
   :func:`write_results`.
@@ -89,12 +89,13 @@ def time_fn(fn: Callable[[], Any], *, repeats: int = 5, warmup: int = 1,
 
 
 def time_interleaved(fns: Mapping[str, Callable[[], Any]], *, repeats: int = 5,
-                     warmup: int = 1, device: Any = None) -> dict:
+                     warmup: int = 1, device: Any = None, start: int = 0) -> dict:
     """Time several competitors, interleaved so machine noise hits all alike.
 
     Each repetition calls every competitor once; the order is rotated from one
     repetition to the next (A B, B A, ... for two), so neither always runs
-    first.  Returns ``{name: {"median": s, "samples": [...]}}``.
+    first.  ``start`` offsets the rotation (to continue an earlier run).
+    Returns ``{name: {"median": s, "samples": [...]}}``.
     """
     if repeats < 1:
         raise ValueError("repeats must be >= 1")
@@ -104,7 +105,7 @@ def time_interleaved(fns: Mapping[str, Callable[[], Any]], *, repeats: int = 5,
             fns[name]()
     synchronize(device)
     samples: dict[str, list[float]] = {name: [] for name in names}
-    for rep in range(repeats):
+    for rep in range(start, start + repeats):
         k = rep % len(names)
         order = names[k:] + names[:k]
         for name in order:
@@ -118,6 +119,32 @@ def adaptive_repeats(seconds_per_repeat: float, *, budget_s: float = 8.0,
     if seconds_per_repeat <= 0 or not math.isfinite(seconds_per_repeat):
         return max_repeats
     return int(max(min_repeats, min(max_repeats, budget_s // seconds_per_repeat)))
+
+
+def time_interleaved_adaptive(fns: Mapping[str, Callable[[], Any]], *, budget_s: float = 8.0,
+                              min_repeats: int = 3, max_repeats: int = 50,
+                              repeats: int | None = None, device: Any = None) -> dict:
+    """:func:`time_interleaved` with the repetition count sized on the fly.
+
+    No warm-up is done here (warm the competitors up first).  The first
+    interleaved repetition is timed and kept as a sample; its total time picks
+    the count with :func:`adaptive_repeats` (unless ``repeats`` is given) and
+    the remaining repetitions continue the rotation.  Returns the same dict as
+    :func:`time_interleaved` plus ``"_repeats"``: the number of repetitions.
+    """
+    first = time_interleaved(fns, repeats=1, warmup=0, device=device)
+    if repeats is None:
+        per_rep = sum(v["median"] for v in first.values())
+        repeats = adaptive_repeats(per_rep, budget_s=budget_s, min_repeats=min_repeats,
+                                   max_repeats=max_repeats)
+    samples = {name: list(v["samples"]) for name, v in first.items()}
+    if repeats > 1:
+        rest = time_interleaved(fns, repeats=repeats - 1, warmup=0, device=device, start=1)
+        for name, v in rest.items():
+            samples[name].extend(v["samples"])
+    out: dict = {name: {"median": median(s), "samples": s} for name, s in samples.items()}
+    out["_repeats"] = repeats
+    return out
 
 
 # --------------------------------------------------------------------------

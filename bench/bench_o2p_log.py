@@ -1,0 +1,608 @@
+"""Benchmark: ``matbp.o2p_log`` against PyTorch's composition and the paper's approach.
+
+The op is C = log(XᵀX + eps·I) for X of shape (B, m, d) (O2P pooling, design.md
+section 4), eps = 1e-3.  Three competitors run in the same process on the same
+input, interleaved per repetition so machine noise hits all of them alike:
+
+* ``matbp``: ``matbp.o2p_log(X)`` (float64 inside, returned in X's dtype).
+* ``torch``: ``L, V = torch.linalg.eigh(X.mT @ X + eps*I)``,
+  ``C = (V * L.log().unsqueeze(-2)) @ V.mT`` in X's own dtype; autograd for
+  the backward.
+* ``paper``: the approach of Ionescu, Vantzos & Sminchisescu (ICCV 2015),
+  :class:`PaperO2PLog` -- X moved to the CPU in float64, full SVD, the
+  eigendecomposition of XᵀX read off it (eqs. 15, 16), an explicit K-matrix
+  backward (eq. 11 structure) with no tie guard, result moved back.
+
+Two modes: forward only (under ``torch.no_grad()``) and forward+backward
+(``C.backward(G)`` with a fixed random upstream gradient G of shape (B, d, d),
+on a fresh leaf each call).  Shapes (B, m, d): AlexNet-like (100, 169, 256),
+VGG-like (32, 196, 512), square (100, 400, 256), small (1024, 64, 32); dtypes
+float32 and float64.  Input: ``X = randn(B, m, d) / sqrt(m)`` in float64 with a
+fixed seed per shape (the same values for both dtypes), then cast.
+
+The timing table reports median ms per competitor, the ratios matbp/torch and
+matbp/paper, PASS/FAIL against the targets (float64 fwd+bwd: AlexNet-like
+matbp/torch <= 0.33 and matbp/paper <= 0.33; square matbp/torch <= 0.5), for
+fwd+bwd rows whether each competitor's gradient is finite in every matrix of
+the batch (gradients from the untimed warm-up call), and for forward rows the
+forward error of matbp and torch against the float64 SVD-based C.
+
+A second table (``o2p_log_accuracy``) measures gradient accuracy on small
+problems (B = 1; m, d = 6, 10 and 12, 8) whose XᵀX spectrum has a cluster of
+three eigenvalues 1, 1 + g, 1 + 2g with g from 1e-1 down to 0 (exact tie),
+plus, for m < d, the d - m eigenvalues that are exactly 0 (eps in XᵀX + eps·I).
+Each competitor's <gX, E> is compared with the directional derivative
+d/dt <G, C(X + tE)> at t = 0 from an 80-digit mpmath central difference
+(``tests/o2p_reference.py``), in float64 and with float32 input (reference at
+the float32-rounded X).
+
+Usage::
+
+    python bench/bench_o2p_log.py                  # full run: bench/results/o2p_log_cpu.* and o2p_log_accuracy.*
+    python bench/bench_o2p_log.py --quick          # demo-sized (AlexNet-like and small, B / 10): *_quick.*
+    python bench/bench_o2p_log.py --shapes alexnet --dtypes float64 --modes fwd+bwd --no-write
+    python bench/bench_o2p_log.py --skip-accuracy
+
+From another script (``bench/`` is not a package)::
+
+    sys.path.insert(0, "bench"); import bench_o2p_log
+    rows = bench_o2p_log.run(["small"], batch_scale=0.1, budget_s=0.5)
+    bench_o2p_log.print_rows(rows)
+    acc = bench_o2p_log.run_accuracy(gaps=[1e-3, 0.0])
+    bench_o2p_log.print_accuracy_rows(acc)
+
+Exit status: 1 if matbp's gradient is not finite or its forward error is out
+of tolerance (or, with ``--strict``, if a performance target is missed); 0
+otherwise.  Non-finite gradients of the other competitors are results, not
+failures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, BENCH_DIR)
+import common  # noqa: E402
+
+import matbp  # noqa: E402
+
+NAME = "o2p_log"
+ACC_NAME = "o2p_log_accuracy"
+TITLE = "matbp.o2p_log vs torch eigh composition vs the paper's CPU float64 SVD (C = log(XᵀX + eps·I))"
+ACC_TITLE = "o2p_log gradient accuracy vs an 80-digit mpmath directional derivative"
+
+EPS = 1e-3
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DEFAULT_DTYPES = ("float64", "float32")
+MODES = ("fwd", "fwd+bwd")
+COMPETITORS = ("matbp", "torch", "paper")
+
+# name -> (B, m, d)
+SHAPES = {
+    "alexnet": (100, 169, 256),
+    "vgg": (32, 196, 512),
+    "square": (100, 400, 256),
+    "small": (1024, 64, 32),
+}
+DEFAULT_SHAPES = ("alexnet", "vgg", "square", "small")
+QUICK_SHAPES = ("alexnet", "small")
+QUICK_BATCH_SCALE = 0.1   # --quick: B = 10 (AlexNet-like), 102 (small)
+QUICK_BUDGET_S = 0.5
+
+# Adaptive repetition count: fill about BUDGET_S seconds per (shape, dtype, mode).
+BUDGET_S = 12.0
+MIN_REPEATS = 3
+MAX_REPEATS = 30
+
+# Performance targets, float64 fwd+bwd at full batch: shape -> {competitor: max ratio}.
+TARGET_DTYPE = "float64"
+TARGET_MODE = "fwd+bwd"
+TARGETS = {
+    "alexnet": {"torch": 0.33, "paper": 0.33},
+    "square": {"torch": 0.5},
+}
+
+# Forward-error tolerance for matbp (relative Frobenius, vs the float64 SVD C).
+FWD_TOL = {"float64": 1e-10, "float32": 1e-5}
+
+# Accuracy table: problem shapes (m, d), gaps of the cluster 1, 1+g, 1+2g in σ².
+ACC_SHAPES = ((6, 10), (12, 8))
+ACC_GAPS = (1e-1, 1e-3, 1e-6, 1e-9, 1e-12, 0.0)
+ACC_OTHER_EIGS = (0.3, 2.0, 0.05, 4.0, 0.7, 9.0, 0.01)
+
+
+# --------------------------------------------------------------------------
+# Competitors
+# --------------------------------------------------------------------------
+
+def matbp_o2p_log(X: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    return matbp.o2p_log(X, eps)
+
+
+def torch_o2p_log(X: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """PyTorch composition in X's own dtype; autograd differentiates it."""
+    d = X.shape[-1]
+    eye = torch.eye(d, dtype=X.dtype, device=X.device)
+    L, V = torch.linalg.eigh(X.mT @ X + eps * eye)
+    return (V * L.log().unsqueeze(-2)) @ V.mT
+
+
+def _paper_forward64(X64: torch.Tensor, eps: float):
+    """CPU float64 core of the paper's forward: (C, V, λ) from the full SVD of X."""
+    # The full V (d x d) is needed; when m >= d the thin SVD already has it,
+    # and only for m < d does the paper need full_matrices (which also builds
+    # an unused m x m U).
+    _, S, Vh = torch.linalg.svd(X64, full_matrices=X64.shape[-2] < X64.shape[-1])
+    d = X64.shape[-1]
+    lam = X64.new_zeros(X64.shape[:-2] + (d,))
+    lam[..., : S.shape[-1]] = S * S          # λ = σ², padded with zeros to length d
+    V = Vh.mT
+    C = (V * torch.log(lam + eps).unsqueeze(-2)) @ V.mT
+    return C, V, lam
+
+
+class PaperO2PLog(torch.autograd.Function):
+    """The paper's structure (Ionescu et al. 2015, eqs. 15, 16 and 11).
+
+    Forward: move X to the CPU in float64, full SVD ``X = U Σ Vᵀ``
+    (``full_matrices=True``), so XᵀX = V diag(λ) Vᵀ with λ = σ² padded with
+    zeros to length d; C = V diag(log(λ + eps)) Vᵀ, moved back to X's device
+    and dtype.
+
+    Backward (CPU float64, explicit matrix formulas): Gs = (G + Gᵀ)/2; for the
+    EIG of Y = XᵀX and f = log(· + eps),
+    gλ_i = (Vᵀ Gs V)_ii / (λ_i + eps), gV = 2 Gs V diag(log(λ + eps)),
+    M = Vᵀ gV, gY = V (diag(gλ) + K ∘ ½(M − Mᵀ)) Vᵀ with
+    K_ij = 1/(λ_j − λ_i) (i ≠ j), K_ii = 0, and gX = 2 X gY.
+
+    The printed eqs. (12)/(14) overstate the eigenvector term by a factor 2
+    (with sym(M) = ½(M + Mᵀ)); that slip is corrected here (the ½ in
+    ½(M − Mᵀ)).  There is deliberately NO tie guard on K: at equal
+    eigenvalues (including the d − m exact zeros of λ when m < d) K is ±inf
+    and the gradient becomes inf/NaN -- that is what the benchmark's
+    "finite gradient" column shows.
+    """
+
+    @staticmethod
+    def forward(ctx, X, eps):
+        X64 = X.detach().to(device="cpu", dtype=torch.float64)
+        C, V, lam = _paper_forward64(X64, eps)
+        ctx.save_for_backward(X64, V, lam)
+        ctx.eps = eps
+        ctx.x_device, ctx.x_dtype = X.device, X.dtype
+        return C.to(device=X.device, dtype=X.dtype)
+
+    @staticmethod
+    def backward(ctx, G):
+        X64, V, lam = ctx.saved_tensors
+        eps = ctx.eps
+        G64 = G.to(device="cpu", dtype=torch.float64)
+        Gs = (G64 + G64.mT) / 2
+        lam_eps = lam + eps
+        log_l = torch.log(lam_eps)
+        Vt = V.mT
+        g_lam = torch.diagonal(Vt @ Gs @ V, dim1=-2, dim2=-1) / lam_eps
+        gV = 2 * (Gs @ V) * log_l.unsqueeze(-2)
+        M = Vt @ gV
+        with torch.no_grad():
+            K = 1.0 / (lam.unsqueeze(-2) - lam.unsqueeze(-1))   # K_ij = 1/(λ_j − λ_i)
+            K.diagonal(dim1=-2, dim2=-1).zero_()
+        inner = torch.diag_embed(g_lam) + K * (0.5 * (M - M.mT))
+        gY = V @ inner @ Vt
+        gX = 2 * X64 @ gY
+        return gX.to(device=ctx.x_device, dtype=ctx.x_dtype), None
+
+
+def paper_o2p_log(X: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    return PaperO2PLog.apply(X, eps)
+
+
+FUNCS = {"matbp": matbp_o2p_log, "torch": torch_o2p_log, "paper": paper_o2p_log}
+
+
+# --------------------------------------------------------------------------
+# Timing table
+# --------------------------------------------------------------------------
+
+def _target_text(t: dict) -> str:
+    return ", ".join(f"/{k} <= {v:g}" for k, v in t.items())
+
+
+COLUMNS = [
+    common.Column("shape", "shape", align="left"),
+    common.Column("batch", "B"),
+    common.Column("m", "m"),
+    common.Column("d", "d"),
+    common.Column("dtype", "dtype", align="left"),
+    common.Column("mode", "mode", align="left"),
+    common.Column("repeats", "reps"),
+    common.Column("matbp_ms", "matbp ms", ".1f"),
+    common.Column("torch_ms", "torch ms", ".1f"),
+    common.Column("paper_ms", "paper ms", ".1f"),
+    common.Column("ratio_torch", "matbp/torch", ".3f"),
+    common.Column("ratio_paper", "matbp/paper", ".3f"),
+    common.Column("target", "target", _target_text, align="left"),
+    common.Column("status", "status", align="left"),
+    common.Column("finite_matbp", "grad finite matbp", align="left"),
+    common.Column("finite_torch", "grad finite torch", align="left"),
+    common.Column("finite_paper", "grad finite paper", align="left"),
+    common.Column("fwd_err_matbp", "C err matbp", ".1e"),
+    common.Column("fwd_err_torch", "C err torch", ".1e"),
+]
+
+
+def make_input(shape: str, batch: int, dtype: torch.dtype, seed: int = 0):
+    """X = randn(B, m, d) / sqrt(m) (float64 draw, then cast) and G = randn(B, d, d)."""
+    _, m, d = SHAPES[shape]
+    g = torch.Generator().manual_seed(seed * 1_000_003 + m * 1_000 + d)
+    X = torch.randn(batch, m, d, generator=g, dtype=torch.float64) / math.sqrt(m)
+    G = torch.randn(batch, d, d, generator=g, dtype=torch.float64)
+    return X.to(dtype), G.to(dtype)
+
+
+def finite_text(grad: torch.Tensor) -> tuple[str, int]:
+    """'yes' if every entry is finite, else 'NaN in k/B' ('Inf in k/B' if no NaN)."""
+    B = grad.shape[0]
+    flat = grad.reshape(B, -1)
+    bad = (~torch.isfinite(flat)).any(dim=1)
+    k = int(bad.sum())
+    if k == 0:
+        return "yes", 0
+    kind = "NaN" if torch.isnan(flat).any() else "Inf"
+    return f"{kind} in {k}/{B}", k
+
+
+def _rel_fro(a: torch.Tensor, ref: torch.Tensor) -> float:
+    """max over the batch of ||a - ref||_F / ||ref||_F, in float64 (NaN if a is not finite)."""
+    a64 = a.detach().to(torch.float64)
+    num = torch.linalg.matrix_norm(a64 - ref)
+    den = torch.linalg.matrix_norm(ref).clamp_min(torch.finfo(torch.float64).tiny)
+    r = num / den
+    if not torch.isfinite(r).all():
+        return float("nan")
+    return r.max().item()
+
+
+def _quartiles(xs: list[float]) -> tuple[float, float]:
+    if len(xs) < 2:
+        return (xs[0], xs[0])
+    q = statistics.quantiles(xs, n=4, method="inclusive")
+    return (q[0], q[2])
+
+
+def bench_one(shape: str, batch: int, dtype: torch.dtype, mode: str, *,
+              repeats: int | None = None, seed: int = 0, budget_s: float = BUDGET_S,
+              full_batch: bool = True) -> dict:
+    _, m, d = SHAPES[shape]
+    X, G = make_input(shape, batch, dtype, seed)
+
+    if mode == "fwd":
+        def make(f):
+            def call():
+                with torch.no_grad():
+                    return f(X)
+            return call
+    elif mode == "fwd+bwd":
+        def make(f):
+            def call():
+                Xl = X.detach().requires_grad_()
+                f(Xl).backward(G)
+                return Xl.grad
+            return call
+    else:
+        raise ValueError(f"unknown mode {mode!r}")
+    fns = {name: make(FUNCS[name]) for name in COMPETITORS}
+
+    row: dict = {"shape": shape, "batch": batch, "m": m, "d": d,
+                 "dtype": str(dtype).replace("torch.", ""), "mode": mode}
+
+    # Warm-up (untimed) doubles as the correctness / finiteness check.
+    if mode == "fwd":
+        ref, _, _ = _paper_forward64(X.to(torch.float64), EPS)
+        for name in ("matbp", "torch"):
+            row[f"fwd_err_{name}"] = _rel_fro(fns[name](), ref)
+        fns["paper"]()
+        del ref
+    else:
+        for name in COMPETITORS:
+            text, k = finite_text(fns[name]())
+            row[f"finite_{name}"] = text
+            row[f"nonfinite_{name}"] = k
+
+    timing = common.time_interleaved_adaptive(fns, budget_s=budget_s, min_repeats=MIN_REPEATS,
+                                              max_repeats=MAX_REPEATS, repeats=repeats)
+    row["repeats"] = timing.pop("_repeats")
+    ms = {k: [s * 1e3 for s in v["samples"]] for k, v in timing.items()}
+    for name in COMPETITORS:
+        row[f"{name}_ms"] = common.median(ms[name])
+    for other in ("torch", "paper"):
+        row[f"ratio_{other}"] = row["matbp_ms"] / row[f"{other}_ms"]
+        row[f"ratio_{other}_iqr"] = _quartiles([a / b for a, b in zip(ms["matbp"], ms[other])])
+
+    tgt = TARGETS.get(shape) if (full_batch and row["dtype"] == TARGET_DTYPE
+                                  and mode == TARGET_MODE) else None
+    row["target"] = tgt
+    row["status"] = (("PASS" if all(row[f"ratio_{k}"] <= v for k, v in tgt.items()) else "FAIL")
+                     if tgt else None)
+    for name in COMPETITORS:
+        row[f"{name}_samples_ms"] = ms[name]
+    return row
+
+
+def run(shapes=DEFAULT_SHAPES, dtypes=DEFAULT_DTYPES, modes=MODES, repeats: int | None = None, *,
+        batch_scale: float = 1.0, seed: int = 0, budget_s: float = BUDGET_S,
+        verbose: bool = False) -> list[dict]:
+    """Run the timing benchmark; one row (dict) per (shape, dtype, mode).
+
+    ``shapes`` are names from :data:`SHAPES`; ``batch_scale`` scales each
+    shape's B (targets are only marked at ``batch_scale == 1``); ``repeats``
+    None picks an adaptive count (>= 3) from ``budget_s`` seconds per case.
+    """
+    rows = []
+    for shape in shapes:
+        B = max(1, int(round(SHAPES[shape][0] * batch_scale)))
+        for dt in dtypes:
+            dtype = DTYPES[dt] if isinstance(dt, str) else dt
+            for mode in modes:
+                t0 = time.perf_counter()
+                row = bench_one(shape, B, dtype, mode, repeats=repeats, seed=seed,
+                                budget_s=budget_s, full_batch=batch_scale == 1.0)
+                if verbose:
+                    fin = " ".join(f"{n}:{row.get('finite_' + n)}" for n in COMPETITORS) \
+                        if mode == "fwd+bwd" else ""
+                    print(f"  {shape:>7} B={B:<4} {row['dtype']:>7} {mode:<7} reps={row['repeats']:<2} "
+                          f"matbp {row['matbp_ms']:8.1f}  torch {row['torch_ms']:8.1f}  "
+                          f"paper {row['paper_ms']:8.1f} ms  m/t {row['ratio_torch']:.3f}  "
+                          f"m/p {row['ratio_paper']:.3f}  {row['status'] or ''} {fin} "
+                          f"[{time.perf_counter() - t0:.0f} s]", flush=True)
+                rows.append(row)
+    return rows
+
+
+def notes_for(rows: list[dict]) -> list[str]:
+    notes = [
+        "Times: medians (ms) over interleaved repetitions (order rotated each repetition), after one "
+        "untimed warm-up call of each competitor; ratios = median(matbp) / median(competitor). "
+        f"eps = {EPS:g}; X = randn(B, m, d) / sqrt(m) (fixed seed, same values in both dtypes); "
+        "fwd+bwd = C.backward(G) with a fixed G = randn(B, d, d) on a fresh leaf per call.",
+        "torch = eigh(XᵀX + eps·I) + V diag(log L) Vᵀ in X's dtype with autograd; paper = CPU float64 "
+        "full SVD (eqs. 15/16) and the K-matrix backward (eq. 11 structure, factor-2 slip of eqs. 12/14 "
+        "corrected, no tie guard), result cast back to X's dtype.",
+        "Targets (float64 fwd+bwd, full B): AlexNet-like matbp/torch <= 0.33 and matbp/paper <= 0.33; "
+        "square matbp/torch <= 0.5.",
+        "grad finite: from the warm-up call; 'NaN in k/B' = k matrices of the batch have a non-finite "
+        "gradient entry (NaN, or 'Inf' when no entry is NaN). C err (fwd rows): max over the batch of "
+        "||C - C_ref||_F / ||C_ref||_F, C_ref = the float64 SVD-based C at X (as given in its dtype).",
+    ]
+    missed = [f"{r['shape']} {r['dtype']} {r['mode']} (m/t {r['ratio_torch']:.3f}, m/p {r['ratio_paper']:.3f})"
+              for r in rows if r["status"] == "FAIL"]
+    if missed:
+        notes.append("Targets missed: " + "; ".join(missed))
+    bad = matbp_failures(rows)
+    if bad:
+        notes.append("MATBP FAILURES: " + "; ".join(bad))
+    return notes
+
+
+def matbp_failures(rows: list[dict]) -> list[str]:
+    bad = []
+    for r in rows:
+        tag = f"{r['shape']} {r['dtype']} {r['mode']}"
+        if r.get("finite_matbp") not in (None, "yes"):
+            bad.append(f"{tag}: gradient {r['finite_matbp']}")
+        err = r.get("fwd_err_matbp")
+        if err is not None and not (err <= FWD_TOL[r["dtype"]]):
+            bad.append(f"{tag}: forward error {err:.2e}")
+    return bad
+
+
+def print_rows(rows: list[dict], env: dict | None = None) -> None:
+    common.print_table(rows, COLUMNS, title=TITLE, env=env, notes=notes_for(rows))
+
+
+# --------------------------------------------------------------------------
+# Accuracy table
+# --------------------------------------------------------------------------
+
+def _fmt_err(v) -> str:
+    if isinstance(v, str):
+        return v
+    if v is None:
+        return "-"
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "inf"
+    return f"{v:.1e}"
+
+
+ACC_COLUMNS = [
+    common.Column("m", "m"),
+    common.Column("d", "d"),
+    common.Column("gap", "gap g", lambda v: "0 (tie)" if v == 0 else f"{v:.0e}"),
+    common.Column("ref", "reference", ".6e"),
+    common.Column("matbp_float64", "matbp f64", _fmt_err),
+    common.Column("torch_float64", "torch f64", _fmt_err),
+    common.Column("paper_float64", "paper f64", _fmt_err),
+    common.Column("matbp_float32", "matbp f32", _fmt_err),
+    common.Column("torch_float32", "torch f32", _fmt_err),
+    common.Column("paper_float32", "paper f32", _fmt_err),
+]
+
+
+def _orthonormal(n: int, k: int, g: torch.Generator) -> torch.Tensor:
+    Q, _ = torch.linalg.qr(torch.randn(n, k, generator=g, dtype=torch.float64))
+    return Q
+
+
+def accuracy_problem(m: int, d: int, gap: float, seed: int = 0):
+    """X = P diag(σ) Wᵀ (float64) whose σ² has the cluster 1, 1+g, 1+2g; E, G float32-representable."""
+    k = min(m, d)
+    lam = ([1.0, 1.0 + gap, 1.0 + 2 * gap] + list(ACC_OTHER_EIGS))[:k]
+    g = torch.Generator().manual_seed(seed * 7919 + m * 100 + d)
+    P, W = _orthonormal(m, k, g), _orthonormal(d, k, g)
+    sigma = torch.tensor(lam, dtype=torch.float64).sqrt()
+    X = (P * sigma) @ W.mT
+    E = torch.randn(m, d, generator=g, dtype=torch.float64).float().double()
+    G = torch.randn(d, d, generator=g, dtype=torch.float64).float().double()
+    return X, E, G
+
+
+def _directional(f, X: torch.Tensor, E: torch.Tensor, G: torch.Tensor) -> float:
+    Xl = X.detach().unsqueeze(0).requires_grad_()
+    f(Xl).backward(G.to(X.dtype).unsqueeze(0))
+    return float((Xl.grad[0].to(torch.float64) * E).sum())
+
+
+def _rel_err(val: float, ref: float) -> float:
+    if not math.isfinite(val):
+        return val  # NaN / inf shown as such
+    return abs(val - ref) / abs(ref)
+
+
+def run_accuracy(shapes=ACC_SHAPES, gaps=ACC_GAPS, dtypes=("float64", "float32"), *, seed: int = 0,
+                 dps: int = 80, verbose: bool = False) -> list[dict]:
+    """Gradient accuracy rows: one per (m, d, gap), a column per (competitor, dtype)."""
+    tests_dir = os.path.join(common.REPO_ROOT, "tests")
+    if tests_dir not in sys.path:
+        sys.path.insert(0, tests_dir)
+    from o2p_reference import o2p_log_directional_reference  # noqa: E402
+
+    rows = []
+    for (m, d) in shapes:
+        for gap in gaps:
+            X, E, G = accuracy_problem(m, d, gap, seed)
+            row: dict = {"m": m, "d": d, "gap": gap}
+            for dt in dtypes:
+                dtype = DTYPES[dt]
+                Xd = X.to(dtype)
+                ref = o2p_log_directional_reference(Xd.double(), E, G, EPS, dps=dps)
+                row[f"ref_{dt}"] = ref
+                if dt == "float64":
+                    row["ref"] = ref
+                for name in COMPETITORS:
+                    val = _directional(FUNCS[name], Xd, E, G)
+                    row[f"{name}_{dt}_value"] = val
+                    row[f"{name}_{dt}"] = _rel_err(val, ref)
+            if "ref" not in row:
+                row["ref"] = row[f"ref_{dtypes[0]}"]
+            if verbose:
+                print(f"  m={m:<3} d={d:<3} g={gap:<7g} " + "  ".join(
+                    f"{n} {dt} {_fmt_err(row[f'{n}_{dt}'])}" for dt in dtypes for n in COMPETITORS),
+                    flush=True)
+            rows.append(row)
+    return rows
+
+
+def accuracy_notes() -> list[str]:
+    return [
+        "Relative error |<gX, E> - ref| / |ref| of each competitor's gradient gX in direction E "
+        "(fixed random E, G; B = 1; eps = 1e-3); ref = d/dt <G, C(X + tE)> at t = 0 by an 80-digit "
+        "mpmath central difference (tests/o2p_reference.py), taken at the float32-rounded X for the "
+        "f32 columns (the 'reference' column shows the float64 one).",
+        "X = P diag(σ) Wᵀ (random orthonormal P, W): σ² = 1, 1+g, 1+2g, 0.3, 2, 0.05, 4, ... "
+        "(first min(m, d)); for m < d, XᵀX also has d - m exact zero eigenvalues (eps in XᵀX + eps·I). "
+        "g = 0 is an exact triple tie (up to the rounding of X). NaN/inf = non-finite gradient.",
+    ]
+
+
+def print_accuracy_rows(rows: list[dict], env: dict | None = None) -> None:
+    common.print_table(rows, ACC_COLUMNS, title=ACC_TITLE, env=env, notes=accuracy_notes())
+
+
+# --------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), default=None,
+                   help=f"shapes by name (default {' '.join(DEFAULT_SHAPES)}; --quick: "
+                        f"{' '.join(QUICK_SHAPES)})")
+    p.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=None,
+                   help="dtypes (default float64 float32)")
+    p.add_argument("--modes", nargs="+", choices=MODES, default=None, help="modes (default both)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help=f"timed repetitions per case (default adaptive, {MIN_REPEATS}..{MAX_REPEATS})")
+    p.add_argument("--budget", type=float, default=None,
+                   help=f"seconds per case for adaptive repeats (default {BUDGET_S:g})")
+    p.add_argument("--batch-scale", type=float, default=None,
+                   help="scale every shape's batch size (default 1; --quick: 0.1)")
+    p.add_argument("--quick", action="store_true",
+                   help=f"demo-sized run: shapes {' '.join(QUICK_SHAPES)}, B x {QUICK_BATCH_SCALE:g}, "
+                        f"about {QUICK_BUDGET_S:g} s per case; writes *_quick.*")
+    p.add_argument("--skip-accuracy", action="store_true", help="skip the gradient accuracy table")
+    p.add_argument("--skip-timing", action="store_true", help="skip the timing table")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads before running")
+    p.add_argument("--out", default=common.DEFAULT_RESULTS_DIR, help="results directory")
+    p.add_argument("--no-write", action="store_true", help="print only; write no files")
+    p.add_argument("--strict", action="store_true", help="exit 1 when a performance target is missed")
+    args = p.parse_args(argv)
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    shapes = args.shapes or (QUICK_SHAPES if args.quick else DEFAULT_SHAPES)
+    dtypes = args.dtypes or DEFAULT_DTYPES
+    modes = args.modes or MODES
+    batch_scale = args.batch_scale or (QUICK_BATCH_SCALE if args.quick else 1.0)
+    budget = args.budget or (QUICK_BUDGET_S if args.quick else BUDGET_S)
+    suffix = "_quick" if args.quick else ""
+
+    env = common.environment("cpu")
+    print(f"{TITLE}\n{common.format_env(env)}", flush=True)
+    status = 0
+    t_start = time.perf_counter()
+
+    if not args.skip_timing:
+        rows = run(shapes, dtypes, modes, args.repeats, batch_scale=batch_scale, seed=args.seed,
+                   budget_s=budget, verbose=True)
+        print()
+        print_rows(rows)
+        if not args.no_write:
+            config = {"shapes": {s: [max(1, int(round(SHAPES[s][0] * batch_scale))), *SHAPES[s][1:]]
+                                 for s in shapes},
+                      "dtypes": list(dtypes), "modes": list(modes), "eps": EPS,
+                      "input": "randn(B, m, d) / sqrt(m), float64 draw then cast",
+                      "repeats": args.repeats if args.repeats is not None else
+                      f"adaptive ({budget:g} s per case, {MIN_REPEATS}..{MAX_REPEATS})",
+                      "seed": args.seed, "interleaved": True}
+            paths = common.write_results(f"{NAME}_{common.device_tag('cpu')}{suffix}", rows, COLUMNS,
+                                         env=env, out_dir=args.out, title=TITLE, config=config,
+                                         notes=notes_for(rows))
+            print("wrote " + ", ".join(os.path.relpath(x) for x in paths))
+        if matbp_failures(rows):
+            status = 1
+        if args.strict and any(r["status"] == "FAIL" for r in rows):
+            status = 1
+        print(f"[timing table: {time.perf_counter() - t_start:.0f} s]\n", flush=True)
+
+    if not args.skip_accuracy:
+        t_acc = time.perf_counter()
+        gaps = (1e-3, 1e-9, 0.0) if args.quick else ACC_GAPS
+        acc = run_accuracy(ACC_SHAPES, gaps, seed=args.seed, verbose=True)
+        print()
+        print_accuracy_rows(acc)
+        if not args.no_write:
+            config = {"shapes (m, d)": [list(s) for s in ACC_SHAPES], "gaps": list(gaps), "eps": EPS,
+                      "batch": 1, "reference": "mpmath, 80 digits, central difference step 1e-30",
+                      "seed": args.seed}
+            paths = common.write_results(f"{ACC_NAME}{suffix}", acc, ACC_COLUMNS, env=env,
+                                         out_dir=args.out, title=ACC_TITLE, config=config,
+                                         notes=accuracy_notes())
+            print("wrote " + ", ".join(os.path.relpath(x) for x in paths))
+        print(f"[accuracy table: {time.perf_counter() - t_acc:.0f} s]", flush=True)
+
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
