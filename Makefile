@@ -54,6 +54,8 @@ demo: $(BUILD_STAMP)
 
 bench: $(BUILD_STAMP)
 	$(PY) bench/bench_sym_eig.py
+	$(PY) bench/bench_o2p_log.py
+	$(PY) bench/bench_ncut.py
 
 clean:
 	rm -rf build *.egg-info python/*.egg-info $(BUILD_STAMP)

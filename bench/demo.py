@@ -1,5 +1,8 @@
 """The matbp tour (`make demo`): versions, a correctness self-check of every
-operator, and the sym_eig benchmark at small sizes."""
+operator, the layers at work (second-order pooling where PyTorch's own
+composition returns NaN, normalized cuts at full image resolution, spectral
+segmentation of a synthetic image scored by covering), and the benchmarks at
+small sizes (full runs: `make bench`)."""
 
 import os
 import platform
@@ -96,6 +99,76 @@ def self_check():
     return ok
 
 
+def o2p_and_projector_check():
+    g = torch.Generator().manual_seed(1)
+    ok = True
+    # Conv-like features with fewer positions than channels: XᵀX + eps I has
+    # d - m eigenvalues exactly eps.
+    X = torch.randn(20, 40, 64, generator=g, dtype=torch.float64) / 40 ** 0.5
+    C = matbp.o2p_log(X)
+    L, V = torch.linalg.eigh(X[0].mT @ X[0] + 1e-3 * torch.eye(64, dtype=torch.float64))
+    err = rel(C[0], (V * L.log()) @ V.mT)
+    ok &= check("o2p_log: log(XᵀX + eps I) (m=40 < d=64)", err < 1e-10, f"rel err {err:.1e}")
+    G = torch.randn(20, 64, 64, generator=g, dtype=torch.float64)
+    Xa = X.clone().requires_grad_()
+    (matbp.o2p_log(Xa) * G).sum().backward()
+    Xb = X.clone().requires_grad_()
+    Lb, Vb = torch.linalg.eigh(Xb.mT @ Xb + 1e-3 * torch.eye(64, dtype=torch.float64))
+    (((Vb * Lb.log().unsqueeze(-2)) @ Vb.mT) * G).sum().backward()
+    bad = int((~torch.isfinite(Xb.grad)).flatten(1).any(1).sum())
+    ok &= check("o2p_log: gradient finite for every matrix", bool(torch.isfinite(Xa.grad).all()),
+                f"(torch.linalg.eigh + autograd: NaN in {bad}/20)")
+    Y = torch.randn(4, 30, 3, generator=g, dtype=torch.float64)
+    Q, _ = torch.linalg.qr(Y)
+    err = rel(matbp.projector(Y @ Y.mT), Q @ Q.mT)
+    ok &= check("projector: A A⁺ of a rank-3 PSD matrix", err < 1e-12, f"rel err {err:.1e}")
+    return ok
+
+
+def ncut_check():
+    g = torch.Generator().manual_seed(2)
+    ok = True
+    m, d, k = 154401, 20, 12  # one full-resolution BSDS image, 481 x 321 pixels
+    X = torch.rand(m, d, generator=g, dtype=torch.float64).requires_grad_()
+    labels = torch.randint(0, k, (m,), generator=g)
+    (matbp.ncut_j1(X, labels) + matbp.ncut_j2(X, labels)).backward()  # warm-up
+    X.grad = None
+    t0 = time.perf_counter()
+    J1 = matbp.ncut_j1(X, labels)
+    J2, rank = matbp.ncut_j2(X, labels, return_rank=True)
+    (J1 + J2).backward()
+    dt = time.perf_counter() - t0
+    ok &= check("ncut: J1 + J2 fwd+bwd, 481x321 pixels, d=20, k=12", bool(torch.isfinite(X.grad).all()),
+                f"{dt * 1e3:.0f} ms, rank(W) = {int(rank)}")
+    # Against the paper's dense m×m J2 on a small problem.
+    Xs = torch.rand(60, 5, generator=g, dtype=torch.float64)
+    ls = torch.randint(0, 4, (60,), generator=g)
+    Lw, Vw = torch.linalg.eigh(Xs @ Xs.T)
+    Vr = Vw[:, Lw > 1e-10 * Lw.max()]
+    E = (ls[:, None] == torch.unique(ls)[None, :]).double()
+    dense = 0.5 * ((Vr @ Vr.T - E @ torch.linalg.inv(E.T @ E) @ E.T) ** 2).sum()
+    err = abs(matbp.ncut_j2(Xs, ls) - dense).item() / dense.item()
+    ok &= check("ncut: J2 low-rank = dense m×m formula", err < 1e-10, f"rel err {err:.1e}")
+
+    # Spectral segmentation of a synthetic image whose regions differ in
+    # feature statistics, scored by the BSDS covering.
+    H = W = 48
+    gt = torch.zeros(H, W, dtype=torch.int64)
+    gt[6:22, 6:36] = 1
+    yy, xx = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    gt[(yy - 34) ** 2 + (xx - 14) ** 2 <= 80] = 2
+    gt[26:44, 28:44] = 3
+    means = torch.full((4, 8), 0.05, dtype=torch.float64)
+    for r in range(4):
+        means[r, 2 * r : 2 * r + 2] = 1.0
+    feats = means[gt.flatten()] + 0.1 * torch.rand(H * W, 8, generator=g, dtype=torch.float64)
+    segs = matbp.ncut.segment(feats, (H, W), ks=(2, 3, 4, 5, 6))
+    cov = matbp.metrics.image_covering(segs, [gt])
+    ok &= check("ncut.segment + covering on a synthetic 48x48 image", cov["best"] > 0.9,
+                f"best covering {cov['best']:.3f} over k = 2..6")
+    return ok
+
+
 def main():
     heading("matbp")
     print(f"  matbp {matbp.__version__}, torch {torch.__version__}, Python {platform.python_version()}")
@@ -104,11 +177,20 @@ def main():
     t0 = time.perf_counter()
     ok = self_check()
     print(f"  ({time.perf_counter() - t0:.1f} s)")
+    heading("second-order pooling and projectors")
+    ok &= o2p_and_projector_check()
+    heading("normalized cuts")
+    ok &= ncut_check()
     heading("benchmark: sym_eig vs torch.linalg.eigh (small sizes; full run: make bench)")
     import bench_sym_eig
 
     rows = bench_sym_eig.run(bench_sym_eig.QUICK_SIZES, batch=bench_sym_eig.QUICK_BATCH, dtypes=["float64"], budget_s=bench_sym_eig.QUICK_BUDGET_S)
     bench_sym_eig.print_rows(rows)
+    heading("benchmark: o2p_log vs PyTorch's composition and the paper's approach (B / 10)")
+    import bench_o2p_log
+
+    rows = bench_o2p_log.run(bench_o2p_log.QUICK_SHAPES, dtypes=["float64"], batch_scale=bench_o2p_log.QUICK_BATCH_SCALE, budget_s=bench_o2p_log.QUICK_BUDGET_S)
+    bench_o2p_log.print_rows(rows)
     if not ok:
         print("\nself-check FAILED")
         sys.exit(1)
