@@ -25,7 +25,7 @@ TEST(ProjectorAdjointWeight, ToleranceDecidesTheRank) {
   EXPECT_TRUE(mm::in_numerical_range(1e-9, 1e-10));
   EXPECT_FALSE(mm::in_numerical_range(1e-10, 1e-10));
   EXPECT_FALSE(mm::in_numerical_range(-5e-11, 1e-10));
-  EXPECT_EQ(mm::projector_adjoint_weight(1e-9, 0.0, 1e-10), 1e9);
+  EXPECT_DOUBLE_EQ(mm::projector_adjoint_weight(1e-9, 0.0, 1e-10), 1e9);
   EXPECT_EQ(mm::projector_adjoint_weight(1e-9, 0.0, 1e-8), 0.0);
 }
 
