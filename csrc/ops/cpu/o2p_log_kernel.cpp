@@ -71,6 +71,73 @@ void refine_small_gram_eigenvalues(const double* x, int64_t m, int64_t d, const 
   for (int64_t i = 0; i < k; ++i) s[i] = math::clamp_gram_eigenvalue(s[i]);
 }
 
+// Per-matrix helpers of the fused pipelines below: float32 data is widened
+// into a thread buffer, float64 data used in place; results are written
+// directly when the output is float64, else through a buffer.
+template <typename scalar_t>
+const double* as_double(const scalar_t* src, int64_t count, std::vector<double>& buffer) {
+  if constexpr (std::is_same_v<scalar_t, double>) {
+    return src;
+  } else {
+    buffer.resize(count);
+    for (int64_t e = 0; e < count; ++e) buffer[e] = static_cast<double>(src[e]);
+    return buffer.data();
+  }
+}
+
+template <typename out_t>
+double* output_buffer(out_t* dst, int64_t count, std::vector<double>& buffer) {
+  if constexpr (std::is_same_v<out_t, double>) {
+    return dst;
+  } else {
+    buffer.resize(count);
+    return buffer.data();
+  }
+}
+
+template <typename out_t>
+void store_output(const double* src, int64_t count, out_t* dst) {
+  if constexpr (!std::is_same_v<out_t, double>) {
+    for (int64_t e = 0; e < count; ++e) dst[e] = static_cast<out_t>(src[e]);
+  }
+}
+
+// The Gram eigendecomposition of one matrix, k = m (X X^T, gram_of_rows) or
+// k = d (X^T X): formed with BLAS, checked finite (an overflowing Gram matrix
+// must not reach LAPACK), decomposed by dsyevd, small eigenvalues refined.
+// The eigenvectors land in v (k, k) row-major, as columns; transposed() is
+// the same matrix transposed (LAPACK's column-major output read row-major).
+class GramEigen {
+ public:
+  GramEigen(int k, const LapackWorkspace& ws)
+      : k_(k), ws_(ws), gram_(int64_t(k) * k), work_(ws.lwork), iwork_(ws.liwork) {}
+
+  bool decompose(const double* x, int m, int d, bool gram_of_rows, double* s, double* v) {
+    if (gram_of_rows) {
+      gemm_row_major(false, true, m, m, d, 1.0, x, d, x, d, 0.0, gram_.data(), m);
+    } else {
+      gemm_row_major(true, false, d, d, m, 1.0, x, d, x, d, 0.0, gram_.data(), d);
+    }
+    for (double g : gram_)
+      if (!std::isfinite(g)) return false;
+    int info = 0;
+    lapack_syevd(k_, gram_.data(), s, work_.data(), ws_.lwork, iwork_.data(), ws_.liwork, &info);
+    if (info != 0) return false;
+    for (int i = 0; i < k_; ++i)
+      for (int j = 0; j < k_; ++j) v[int64_t(i) * k_ + j] = gram_[int64_t(j) * k_ + i];
+    refine_small_gram_eigenvalues(x, m, d, v, k_, s, gram_of_rows);
+    return true;
+  }
+
+  const double* transposed() const { return gram_.data(); }
+
+ private:
+  int k_;
+  LapackWorkspace ws_;
+  std::vector<double> gram_, work_;
+  std::vector<int> iwork_;
+};
+
 // The m x m path, one matrix after another on each thread with buffers that
 // stay in cache: no batch-sized temporaries, so no page faults and no passes
 // over memory between the GEMMs (BLAS runs single-threaded inside).
@@ -79,50 +146,28 @@ void o2p_rows_forward(const scalar_t* x_in, int64_t batch, int m, int d, double 
                       double* s_out, double* u_out, double* y_out, FirstFailure& failed) {
   const auto ws = lapack_syevd_workspace(m);
   const double log_eps = std::log(eps);
+  const int64_t md = int64_t(m) * d, dd = int64_t(d) * d;
   at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
-    std::vector<double> x(int64_t(m) * d), gram(int64_t(m) * m), hy(int64_t(m) * d),
-        c(std::is_same_v<scalar_t, double> ? 0 : int64_t(d) * d), work(ws.lwork);
-    std::vector<int> iwork(ws.liwork);
+    GramEigen eig(m, ws);
+    std::vector<double> x, c, hy(md);
     for (int64_t b = begin; b < end; ++b) {
-      const scalar_t* xb_in = x_in + b * m * d;
-      const double* xb;
-      if constexpr (std::is_same_v<scalar_t, double>) {
-        xb = xb_in;
-      } else {
-        for (int64_t e = 0; e < int64_t(m) * d; ++e) x[e] = static_cast<double>(xb_in[e]);
-        xb = x.data();
-      }
+      const double* xb = as_double(x_in + b * md, md, x);
       double* s = s_out + b * m;
-      double* u = u_out + b * m * m;
-      double* y = y_out + b * m * d;
-      // K = X X^T; LAPACK leaves the eigenvectors in it column-major, i.e. U^T row-major.
-      gemm_row_major(false, true, m, m, d, 1.0, xb, d, xb, d, 0.0, gram.data(), m);
-      bool finite = true;
-      for (double g : gram) finite &= std::isfinite(g);
-      int info = 0;
-      if (finite) {
-        lapack_syevd(m, gram.data(), s, work.data(), ws.lwork, iwork.data(), ws.liwork, &info);
-      }
-      if (!finite || info != 0) {
+      double* y = y_out + b * md;
+      if (!eig.decompose(xb, m, d, /*gram_of_rows=*/true, s, u_out + b * int64_t(m) * m)) {
         failed.record(b);
         continue;
       }
-      for (int i = 0; i < m; ++i)
-        for (int j = 0; j < m; ++j) u[int64_t(i) * m + j] = gram[int64_t(j) * m + i];
-      refine_small_gram_eigenvalues(xb, m, d, u, m, s, /*gram_of_rows=*/true);
       // Y = U^T X, C = Y^T diag(h) Y + log(eps) I.
-      gemm_row_major(false, false, m, d, m, 1.0, gram.data(), m, xb, d, 0.0, y, d);
+      gemm_row_major(false, false, m, d, m, 1.0, eig.transposed(), m, xb, d, 0.0, y, d);
       for (int i = 0; i < m; ++i) {
         const double h = math::o2p_h(s[i], eps);
         for (int j = 0; j < d; ++j) hy[int64_t(i) * d + j] = h * y[int64_t(i) * d + j];
       }
-      double* cb = std::is_same_v<scalar_t, double> ? reinterpret_cast<double*>(c_out + b * d * d)
-                                                   : c.data();
+      double* cb = output_buffer(c_out + b * dd, dd, c);
       gemm_row_major(true, false, d, d, m, 1.0, y, d, hy.data(), d, 0.0, cb, d);
       for (int i = 0; i < d; ++i) cb[int64_t(i) * d + i] += log_eps;
-      if constexpr (!std::is_same_v<scalar_t, double>) {
-        for (int64_t e = 0; e < int64_t(d) * d; ++e) c_out[b * d * d + e] = static_cast<scalar_t>(c[e]);
-      }
+      store_output(cb, dd, c_out + b * dd);
     }
   });
 }
@@ -133,45 +178,24 @@ template <typename scalar_t>
 void o2p_cols_forward(const scalar_t* x_in, int64_t batch, int m, int d, double eps,
                       scalar_t* c_out, double* s_out, double* w_out, FirstFailure& failed) {
   const auto ws = lapack_syevd_workspace(d);
+  const int64_t md = int64_t(m) * d, dd = int64_t(d) * d;
   at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
-    std::vector<double> x(std::is_same_v<scalar_t, double> ? 0 : int64_t(m) * d),
-        gram(int64_t(d) * d), wl(int64_t(d) * d),
-        c(std::is_same_v<scalar_t, double> ? 0 : int64_t(d) * d), work(ws.lwork);
-    std::vector<int> iwork(ws.liwork);
+    GramEigen eig(d, ws);
+    std::vector<double> x, c, wl(dd);
     for (int64_t b = begin; b < end; ++b) {
-      const scalar_t* xb_in = x_in + b * m * d;
-      const double* xb;
-      if constexpr (std::is_same_v<scalar_t, double>) {
-        xb = xb_in;
-      } else {
-        for (int64_t e = 0; e < int64_t(m) * d; ++e) x[e] = static_cast<double>(xb_in[e]);
-        xb = x.data();
-      }
+      const double* xb = as_double(x_in + b * md, md, x);
       double* s = s_out + b * d;
-      double* w = w_out + b * d * d;
-      gemm_row_major(true, false, d, d, m, 1.0, xb, d, xb, d, 0.0, gram.data(), d);
-      bool finite = true;
-      for (double g : gram) finite &= std::isfinite(g);
-      int info = 0;
-      if (finite) {
-        lapack_syevd(d, gram.data(), s, work.data(), ws.lwork, iwork.data(), ws.liwork, &info);
-      }
-      if (!finite || info != 0) {
+      double* w = w_out + b * dd;
+      if (!eig.decompose(xb, m, d, /*gram_of_rows=*/false, s, w)) {
         failed.record(b);
         continue;
       }
       for (int i = 0; i < d; ++i)
-        for (int j = 0; j < d; ++j) w[int64_t(i) * d + j] = gram[int64_t(j) * d + i];
-      refine_small_gram_eigenvalues(xb, m, d, w, d, s, /*gram_of_rows=*/false);
-      for (int i = 0; i < d; ++i)
         for (int j = 0; j < d; ++j)
           wl[int64_t(i) * d + j] = w[int64_t(i) * d + j] * math::o2p_log_eigenvalue(s[j], eps);
-      double* cb = std::is_same_v<scalar_t, double> ? reinterpret_cast<double*>(c_out + b * d * d)
-                                                   : c.data();
+      double* cb = output_buffer(c_out + b * dd, dd, c);
       gemm_row_major(false, true, d, d, d, 1.0, wl.data(), d, w, d, 0.0, cb, d);
-      if constexpr (!std::is_same_v<scalar_t, double>) {
-        for (int64_t e = 0; e < int64_t(d) * d; ++e) c_out[b * d * d + e] = static_cast<scalar_t>(c[e]);
-      }
+      store_output(cb, dd, c_out + b * dd);
     }
   });
 }
@@ -182,9 +206,9 @@ template <typename grad_t, typename out_t>
 void o2p_cols_backward(const grad_t* g_in, const double* s_in, const double* w_in,
                        const out_t* x_in, int64_t batch, int m, int d, double eps, out_t* gx_out) {
   at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
+    const int64_t md = int64_t(m) * d;
     std::vector<double> gs(int64_t(d) * d), t(int64_t(d) * d), inner(int64_t(d) * d),
-        ga(int64_t(d) * d), x(std::is_same_v<out_t, double> ? 0 : int64_t(m) * d),
-        gx(std::is_same_v<out_t, double> ? 0 : int64_t(m) * d), lam(d);
+        ga(int64_t(d) * d), x, gx, lam(d);
     for (int64_t b = begin; b < end; ++b) {
       const double* s = s_in + b * d;
       const double* w = w_in + b * d * d;
@@ -201,19 +225,10 @@ void o2p_cols_backward(const grad_t* g_in, const double* s_in, const double* w_i
           [&](int64_t i, double m_ii) { return 2.0 / lam[i] * m_ii; });
       gemm_row_major(false, false, d, d, d, 1.0, w, d, inner.data(), d, 0.0, t.data(), d);
       gemm_row_major(false, true, d, d, d, 1.0, t.data(), d, w, d, 0.0, ga.data(), d);
-      const double* xb;
-      if constexpr (std::is_same_v<out_t, double>) {
-        xb = x_in + b * m * d;
-      } else {
-        for (int64_t e = 0; e < int64_t(m) * d; ++e) x[e] = static_cast<double>(x_in[b * m * d + e]);
-        xb = x.data();
-      }
-      double* gxb = std::is_same_v<out_t, double> ? reinterpret_cast<double*>(gx_out + b * m * d)
-                                                 : gx.data();
+      const double* xb = as_double(x_in + b * md, md, x);
+      double* gxb = output_buffer(gx_out + b * md, md, gx);
       gemm_row_major(false, false, m, d, d, 1.0, xb, d, ga.data(), d, 0.0, gxb, d);
-      if constexpr (!std::is_same_v<out_t, double>) {
-        for (int64_t e = 0; e < int64_t(m) * d; ++e) gx_out[b * m * d + e] = static_cast<out_t>(gx[e]);
-      }
+      store_output(gxb, md, gx_out + b * md);
     }
   });
 }
@@ -224,8 +239,8 @@ template <typename grad_t, typename out_t>
 void o2p_rows_backward(const grad_t* g_in, const double* s_in, const double* u_in,
                        const double* y_in, int64_t batch, int m, int d, double eps, out_t* gx_out) {
   at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
-    std::vector<double> gs(int64_t(d) * d), t(int64_t(m) * d), inner(int64_t(m) * m),
-        r(int64_t(m) * d), h2(m), gx(std::is_same_v<out_t, double> ? 0 : int64_t(m) * d);
+    const int64_t md = int64_t(m) * d;
+    std::vector<double> gs(int64_t(d) * d), t(md), inner(int64_t(m) * m), r(md), h2(m), gx;
     for (int64_t b = begin; b < end; ++b) {
       const double* s = s_in + b * m;
       const double* u = u_in + b * m * m;
@@ -250,12 +265,9 @@ void o2p_rows_backward(const grad_t* g_in, const double* s_in, const double* u_i
       for (int i = 0; i < m; ++i)
         for (int j = 0; j < d; ++j) r[int64_t(i) * d + j] = h2[i] * t[int64_t(i) * d + j];
       gemm_row_major(false, false, m, d, m, 1.0, inner.data(), m, y, d, 1.0, r.data(), d);
-      double* gxb = std::is_same_v<out_t, double> ? reinterpret_cast<double*>(gx_out + b * m * d)
-                                                 : gx.data();
+      double* gxb = output_buffer(gx_out + b * md, md, gx);
       gemm_row_major(false, false, m, d, m, 1.0, u, m, r.data(), d, 0.0, gxb, d);
-      if constexpr (!std::is_same_v<out_t, double>) {
-        for (int64_t e = 0; e < int64_t(m) * d; ++e) gx_out[b * m * d + e] = static_cast<out_t>(gx[e]);
-      }
+      store_output(gxb, md, gx_out + b * md);
     }
   });
 }
