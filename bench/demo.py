@@ -102,22 +102,23 @@ def self_check():
 def o2p_and_projector_check():
     g = torch.Generator().manual_seed(1)
     ok = True
-    # Conv-like features with fewer positions than channels: XᵀX + eps I has
-    # d - m eigenvalues exactly eps.
-    X = torch.randn(20, 40, 64, generator=g, dtype=torch.float64) / 40 ** 0.5
+    # AlexNet conv5-like features, 13·13 = 169 positions × 256 channels:
+    # XᵀX + eps I has d - m = 87 eigenvalues exactly eps.
+    B, m, d = 20, 169, 256
+    X = torch.randn(B, m, d, generator=g, dtype=torch.float64) / m ** 0.5
     C = matbp.o2p_log(X)
-    L, V = torch.linalg.eigh(X[0].mT @ X[0] + 1e-3 * torch.eye(64, dtype=torch.float64))
+    L, V = torch.linalg.eigh(X[0].mT @ X[0] + 1e-3 * torch.eye(d, dtype=torch.float64))
     err = rel(C[0], (V * L.log()) @ V.mT)
-    ok &= check("o2p_log: log(XᵀX + eps I) (m=40 < d=64)", err < 1e-10, f"rel err {err:.1e}")
-    G = torch.randn(20, 64, 64, generator=g, dtype=torch.float64)
+    ok &= check(f"o2p_log: log(XᵀX + eps I) (m={m} < d={d})", err < 1e-10, f"rel err {err:.1e}")
+    G = torch.randn(B, d, d, generator=g, dtype=torch.float64)
     Xa = X.clone().requires_grad_()
     (matbp.o2p_log(Xa) * G).sum().backward()
     Xb = X.clone().requires_grad_()
-    Lb, Vb = torch.linalg.eigh(Xb.mT @ Xb + 1e-3 * torch.eye(64, dtype=torch.float64))
+    Lb, Vb = torch.linalg.eigh(Xb.mT @ Xb + 1e-3 * torch.eye(d, dtype=torch.float64))
     (((Vb * Lb.log().unsqueeze(-2)) @ Vb.mT) * G).sum().backward()
     bad = int((~torch.isfinite(Xb.grad)).flatten(1).any(1).sum())
     ok &= check("o2p_log: gradient finite for every matrix", bool(torch.isfinite(Xa.grad).all()),
-                f"(torch.linalg.eigh + autograd: NaN in {bad}/20)")
+                f"(torch.linalg.eigh + autograd: NaN in {bad}/{B})")
     Y = torch.randn(4, 30, 3, generator=g, dtype=torch.float64)
     Q, _ = torch.linalg.qr(Y)
     err = rel(matbp.projector(Y @ Y.mT), Q @ Q.mT)
