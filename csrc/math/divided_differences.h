@@ -60,6 +60,19 @@ MATBP_HOST_DEVICE inline T divided_difference_log(T a, T b) {
   return log1p_ratio(d) / lo;
 }
 
+// The same with log(a) and log(b) given (kernels compute them once per
+// eigenvalue): when a and b are more than a factor 2 apart the plain quotient
+// of the logs has no cancellation and costs no transcendental call.
+template <typename T>
+MATBP_HOST_DEVICE inline T divided_difference_log(T a, T b, T log_a, T log_b) {
+  const T lo = fmin(a, b);
+  const T hi = fmax(a, b);
+  if (hi > T(2) * lo && lo > T(0)) {
+    return (log_a - log_b) / (a - b);
+  }
+  return divided_difference_log(a, b);
+}
+
 template <typename T>
 MATBP_HOST_DEVICE inline T divided_difference_sqrt(T a, T b) {
   return T(1) / (sqrt(a) + sqrt(b));

@@ -96,3 +96,20 @@ TEST(O2PHDividedDifference, ContinuousAcrossBranches) {
 }
 
 }  // namespace
+
+namespace {
+
+// The precomputed-log form of the log divided difference agrees with the
+// reference form on both sides of its factor-2 switch.
+TEST(DividedDifferenceLogWithLogs, AgreesWithLog1pForm) {
+  for (double lo : {1e-8, 1e-3, 0.7, 3.0, 1e6}) {
+    for (double ratio : {1.0, 1.0 + 1e-12, 1.5, 1.999, 2.001, 10.0, 1e6}) {
+      const double hi = lo * ratio;
+      const double got = mm::divided_difference_log(hi, lo, std::log(hi), std::log(lo));
+      const double ref = mm::divided_difference_log(hi, lo);
+      EXPECT_LE(std::abs(got - ref) / ref, 1e-14) << "lo=" << lo << " ratio=" << ratio;
+    }
+  }
+}
+
+}  // namespace

@@ -90,6 +90,37 @@ inline void gemm_row_major(bool trans_a, bool trans_b, int rows, int cols, int i
   dgemm_(&tb, &ta, &cols, &rows, &inner, &alpha, B, &ldb, A, &lda, &beta, C, &ldc);
 }
 
+// Row-major C (n x n) = op(A) op(B) for a product known to be symmetric
+// (X X^T, Y^T diag(h) Y, W^T G W, ...): only the lower block triangle is
+// computed, recursively halving the diagonal blocks (62% of the flops at
+// n = 256), then mirrored, which also makes C exactly symmetric. BLAS has
+// dsyrk for the X X^T case only, and the torch wheel does not export it.
+inline void gemm_symmetric_result(bool trans_a, bool trans_b, int n, int inner, const double* A,
+                                  int lda, const double* B, int ldb, double* C, int ldc) {
+  constexpr int kLeaf = 64;
+  // Rows r0.. of op(A) and columns c0.. of op(B).
+  auto a_rows = [&](int r0) { return trans_a ? A + r0 : A + int64_t(r0) * lda; };
+  auto b_cols = [&](int c0) { return trans_b ? B + int64_t(c0) * ldb : B + c0; };
+  auto block = [&](int r0, int rows, int c0, int cols) {
+    gemm_row_major(trans_a, trans_b, rows, cols, inner, 1.0, a_rows(r0), lda, b_cols(c0), ldb, 0.0,
+                   C + int64_t(r0) * ldc + c0, ldc);
+  };
+  auto lower = [&](auto&& self, int r0, int size) -> void {
+    if (size <= kLeaf) {
+      block(r0, size, r0, size);
+      return;
+    }
+    const int half = size / 2;
+    self(self, r0, half);
+    block(r0 + half, size - half, r0, half);
+    self(self, r0 + half, size - half);
+  };
+  if (n == 0) return;
+  lower(lower, 0, n);
+  for (int i = 0; i < n; ++i)
+    for (int j = i + 1; j < n; ++j) C[int64_t(i) * ldc + j] = C[int64_t(j) * ldc + i];
+}
+
 // Runs body(begin, end) over the batch on ATen's thread pool. Small matrices
 // are grouped so a thread gets enough work to pay for its start-up.
 template <typename Body>

@@ -114,9 +114,9 @@ class GramEigen {
 
   bool decompose(const double* x, int m, int d, bool gram_of_rows, double* s, double* v) {
     if (gram_of_rows) {
-      gemm_row_major(false, true, m, m, d, 1.0, x, d, x, d, 0.0, gram_.data(), m);
+      gemm_symmetric_result(false, true, m, d, x, d, x, d, gram_.data(), m);
     } else {
-      gemm_row_major(true, false, d, d, m, 1.0, x, d, x, d, 0.0, gram_.data(), d);
+      gemm_symmetric_result(true, false, d, m, x, d, x, d, gram_.data(), d);
     }
     for (double g : gram_)
       if (!std::isfinite(g)) return false;
@@ -165,7 +165,7 @@ void o2p_rows_forward(const scalar_t* x_in, int64_t batch, int m, int d, double 
         for (int j = 0; j < d; ++j) hy[int64_t(i) * d + j] = h * y[int64_t(i) * d + j];
       }
       double* cb = output_buffer(c_out + b * dd, dd, c);
-      gemm_row_major(true, false, d, d, m, 1.0, y, d, hy.data(), d, 0.0, cb, d);
+      gemm_symmetric_result(true, false, d, m, y, d, hy.data(), d, cb, d);
       for (int i = 0; i < d; ++i) cb[int64_t(i) * d + i] += log_eps;
       store_output(cb, dd, c_out + b * dd);
     }
@@ -194,7 +194,7 @@ void o2p_cols_forward(const scalar_t* x_in, int64_t batch, int m, int d, double 
         for (int j = 0; j < d; ++j)
           wl[int64_t(i) * d + j] = w[int64_t(i) * d + j] * math::o2p_log_eigenvalue(s[j], eps);
       double* cb = output_buffer(c_out + b * dd, dd, c);
-      gemm_row_major(false, true, d, d, d, 1.0, wl.data(), d, w, d, 0.0, cb, d);
+      gemm_symmetric_result(false, true, d, d, wl.data(), d, w, d, cb, d);
       store_output(cb, dd, c_out + b * dd);
     }
   });
@@ -208,23 +208,27 @@ void o2p_cols_backward(const grad_t* g_in, const double* s_in, const double* w_i
   at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
     const int64_t md = int64_t(m) * d;
     std::vector<double> gs(int64_t(d) * d), t(int64_t(d) * d), inner(int64_t(d) * d),
-        ga(int64_t(d) * d), x, gx, lam(d);
+        ga(int64_t(d) * d), x, gx, lam(d), log_lam(d);
     for (int64_t b = begin; b < end; ++b) {
       const double* s = s_in + b * d;
       const double* w = w_in + b * d * d;
-      for (int i = 0; i < d; ++i) lam[i] = eps + s[i];
+      for (int i = 0; i < d; ++i) {
+        lam[i] = eps + s[i];
+        log_lam[i] = math::o2p_log_eigenvalue(s[i], eps);
+      }
       symmetrize_into(g_in + b * d * d, d, gs.data());
       gemm_row_major(true, false, d, d, d, 1.0, w, d, gs.data(), d, 0.0, t.data(), d);
-      gemm_row_major(false, false, d, d, d, 1.0, t.data(), d, w, d, 0.0, inner.data(), d);
+      gemm_symmetric_result(false, false, d, d, t.data(), d, w, d, inner.data(), d);
       transform_pairs(
           inner.data(), d,
           [&](int64_t i, int64_t j, double m_ij, double m_ji) {
-            const double e = math::divided_difference_log(lam[i], lam[j]) * (m_ij + m_ji);
+            const double e =
+                math::divided_difference_log(lam[i], lam[j], log_lam[i], log_lam[j]) * (m_ij + m_ji);
             return std::pair<double, double>(e, e);
           },
           [&](int64_t i, double m_ii) { return 2.0 / lam[i] * m_ii; });
       gemm_row_major(false, false, d, d, d, 1.0, w, d, inner.data(), d, 0.0, t.data(), d);
-      gemm_row_major(false, true, d, d, d, 1.0, t.data(), d, w, d, 0.0, ga.data(), d);
+      gemm_symmetric_result(false, true, d, d, t.data(), d, w, d, ga.data(), d);
       const double* xb = as_double(x_in + b * md, md, x);
       double* gxb = output_buffer(gx_out + b * md, md, gx);
       gemm_row_major(false, false, m, d, d, 1.0, xb, d, ga.data(), d, 0.0, gxb, d);
@@ -248,7 +252,7 @@ void o2p_rows_backward(const grad_t* g_in, const double* s_in, const double* u_i
       symmetrize_into(g_in + b * d * d, d, gs.data());
       for (int i = 0; i < m; ++i) h2[i] = 2.0 * math::o2p_h(s[i], eps);
       gemm_row_major(false, false, m, d, d, 1.0, y, d, gs.data(), d, 0.0, t.data(), d);
-      gemm_row_major(false, true, m, m, d, 1.0, t.data(), d, y, d, 0.0, inner.data(), m);
+      gemm_symmetric_result(false, true, m, d, t.data(), d, y, d, inner.data(), m);
       transform_pairs(
           inner.data(), m,
           [&](int64_t i, int64_t j, double m_ij, double m_ji) {
