@@ -7,28 +7,15 @@
 //   build/cmake/matbp_bench_bench_ops
 
 #include <ATen/ATen.h>
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <benchmark/benchmark.h>
+
+#include "matbp.h"
 
 #include <tuple>
 
 namespace {
 
 using Tensor = at::Tensor;
-
-std::tuple<Tensor, Tensor> matbp_sym_eig(const Tensor& A) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("matbp::sym_eig", "")
-                       .typed<std::tuple<Tensor, Tensor>(const Tensor&)>();
-  return op.call(A);
-}
-
-Tensor matbp_o2p_log(const Tensor& X, double eps) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("matbp::o2p_log", "")
-                       .typed<Tensor(const Tensor&, double)>();
-  return op.call(X, eps);
-}
 
 Tensor random_symmetric(int64_t batch, int64_t n) {
   at::manual_seed(0);
@@ -46,7 +33,7 @@ void BM_SymEig_Matbp(benchmark::State& state) {
   const auto A = random_symmetric(batch, n);
   Tensor L;
   for (auto _ : state) {
-    L = std::get<0>(matbp_sym_eig(A));
+    L = std::get<0>(matbp::sym_eig(A));
     benchmark::DoNotOptimize(L.data_ptr());
   }
   check(state, (L - at::linalg_eigvalsh(A)).abs().max().item<double>(), 1e-10 * n);
@@ -62,7 +49,7 @@ void BM_SymEig_ATen(benchmark::State& state) {
     L = std::get<0>(at::linalg_eigh(A));
     benchmark::DoNotOptimize(L.data_ptr());
   }
-  check(state, (L - std::get<0>(matbp_sym_eig(A))).abs().max().item<double>(), 1e-10 * n);
+  check(state, (L - std::get<0>(matbp::sym_eig(A))).abs().max().item<double>(), 1e-10 * n);
   state.counters["matrices/s"] =
       benchmark::Counter(double(batch) * state.iterations(), benchmark::Counter::kIsRate);
 }
@@ -79,7 +66,7 @@ void BM_O2PLog_Matbp(benchmark::State& state) {
                  std::sqrt(double(state.range(1)));
   Tensor C;
   for (auto _ : state) {
-    C = matbp_o2p_log(X, 1e-3);
+    C = matbp::o2p_log(X, 1e-3);
     benchmark::DoNotOptimize(C.data_ptr());
   }
   check(state, (C - o2p_reference(X, 1e-3)).abs().max().item<double>(), 1e-9);
@@ -96,7 +83,7 @@ void BM_O2PLog_ATen(benchmark::State& state) {
     C = o2p_reference(X, 1e-3);
     benchmark::DoNotOptimize(C.data_ptr());
   }
-  check(state, (C - matbp_o2p_log(X, 1e-3)).abs().max().item<double>(), 1e-9);
+  check(state, (C - matbp::o2p_log(X, 1e-3)).abs().max().item<double>(), 1e-9);
   state.counters["matrices/s"] =
       benchmark::Counter(double(state.range(0)) * state.iterations(), benchmark::Counter::kIsRate);
 }

@@ -1,11 +1,12 @@
-// The matbp operators called the way a libtorch user calls them: through the
-// dispatcher, by schema name (schemas in csrc/ops/registration.cpp), on CPU
-// tensors. Linking libmatbp.so registers them (static initializers).
+// The matbp operators called the way a libtorch user calls them: the typed
+// dispatcher calls of csrc/matbp.h, on CPU tensors. Linking libmatbp.so
+// registers them (static initializers).
 
 #include <ATen/ATen.h>
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/util/Exception.h>
 #include <gtest/gtest.h>
+
+#include "matbp.h"
 
 #include <limits>
 #include <string>
@@ -14,34 +15,6 @@
 namespace {
 
 using Tensor = at::Tensor;
-
-std::tuple<Tensor, Tensor> matbp_sym_eig(const Tensor& A) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("matbp::sym_eig", "")
-                       .typed<std::tuple<Tensor, Tensor>(const Tensor&)>();
-  return op.call(A);
-}
-
-std::tuple<Tensor, Tensor, Tensor> matbp_svd(const Tensor& X) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("matbp::svd", "")
-                       .typed<std::tuple<Tensor, Tensor, Tensor>(const Tensor&)>();
-  return op.call(X);
-}
-
-Tensor matbp_sym_fn(const Tensor& A, c10::string_view fn, double p = 1.0) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("matbp::sym_fn", "")
-                       .typed<Tensor(const Tensor&, c10::string_view, double)>();
-  return op.call(A, fn, p);
-}
-
-Tensor matbp_o2p_log(const Tensor& X, double eps) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("matbp::o2p_log", "")
-                       .typed<Tensor(const Tensor&, double)>();
-  return op.call(X, eps);
-}
 
 Tensor random_symmetric(at::IntArrayRef batch, int64_t n, at::ScalarType dtype) {
   std::vector<int64_t> shape(batch.begin(), batch.end());
@@ -62,7 +35,7 @@ class MatbpOps : public ::testing::Test {
 
 TEST_F(MatbpOps, SymEigReconstructsAndMatchesEigh) {
   const auto A = random_symmetric({3, 2}, 6, at::kDouble);
-  auto [L, V] = matbp_sym_eig(A);
+  auto [L, V] = matbp::sym_eig(A);
   ASSERT_EQ(L.sizes(), (std::vector<int64_t>{3, 2, 6}));
   ASSERT_EQ(V.sizes(), (std::vector<int64_t>{3, 2, 6, 6}));
   EXPECT_EQ(L.scalar_type(), at::kDouble);
@@ -75,7 +48,7 @@ TEST_F(MatbpOps, SymEigReconstructsAndMatchesEigh) {
 
   // float32 in, float32 out, accurate to float precision.
   const auto Af = A.to(at::kFloat);
-  auto [Lf, Vf] = matbp_sym_eig(Af);
+  auto [Lf, Vf] = matbp::sym_eig(Af);
   EXPECT_EQ(Lf.scalar_type(), at::kFloat);
   EXPECT_LT(max_abs_diff(at::matmul(Vf * Lf.unsqueeze(-2), Vf.mT()), Af), 1e-4);
 }
@@ -84,7 +57,7 @@ TEST_F(MatbpOps, SvdReconstructsTallAndWide) {
   for (auto shape : {std::vector<int64_t>{2, 7, 4}, std::vector<int64_t>{2, 4, 7}}) {
     const auto X = at::randn(shape, at::TensorOptions().dtype(at::kDouble));
     const int64_t m = shape[1], n = shape[2], k = std::min(m, n);
-    auto [U, S, V] = matbp_svd(X);
+    auto [U, S, V] = matbp::svd(X);
     ASSERT_EQ(U.sizes(), (std::vector<int64_t>{2, m, k}));
     ASSERT_EQ(S.sizes(), (std::vector<int64_t>{2, k}));
     ASSERT_EQ(V.sizes(), (std::vector<int64_t>{2, n, k}));
@@ -102,22 +75,22 @@ TEST_F(MatbpOps, SymFnLogMatchesEigenComposition) {
   const int64_t n = 5;
   const auto B = at::randn({4, n, n}, at::TensorOptions().dtype(at::kDouble));
   const auto A = at::matmul(B, B.mT()) + 0.1 * at::eye(n, B.options());  // SPD
-  const auto F = matbp_sym_fn(A, "log");
+  const auto F = matbp::sym_fn(A, "log");
   auto [L, V] = at::linalg_eigh(A);
   const auto want = at::matmul(V * L.log().unsqueeze(-2), V.mT());
   EXPECT_EQ(F.sizes(), A.sizes());
   EXPECT_LT(max_abs_diff(F, want), 1e-11);
   // exp(log(A)) = A through the same op.
-  EXPECT_LT(max_abs_diff(matbp_sym_fn(F, "exp"), A), 1e-10);
+  EXPECT_LT(max_abs_diff(matbp::sym_fn(F, "exp"), A), 1e-10);
   // pow with p = 0.5 equals sqrt.
-  EXPECT_LT(max_abs_diff(matbp_sym_fn(A, "pow", 0.5), matbp_sym_fn(A, "sqrt")), 1e-12);
+  EXPECT_LT(max_abs_diff(matbp::sym_fn(A, "pow", 0.5), matbp::sym_fn(A, "sqrt")), 1e-12);
 }
 
 TEST_F(MatbpOps, NaNInputRaisesErrorNamingTheOp) {
   auto A = random_symmetric({2}, 4, at::kDouble);
   A[1][2][3] = std::numeric_limits<double>::quiet_NaN();
   try {
-    matbp_sym_eig(A);
+    matbp::sym_eig(A);
     FAIL() << "matbp::sym_eig accepted a NaN input";
   } catch (const c10::Error& e) {
     const std::string msg = e.what();
@@ -128,11 +101,17 @@ TEST_F(MatbpOps, NaNInputRaisesErrorNamingTheOp) {
 TEST_F(MatbpOps, O2PLogMatchesLogOfRegularisedGramBothPaths) {
   for (auto [m, d] : {std::pair<int64_t, int64_t>{5, 8}, {8, 5}}) {
     const auto X = at::randn({3, m, d}, at::TensorOptions().dtype(at::kDouble));
-    const auto C = matbp_o2p_log(X, 1e-2);
+    const auto C = matbp::o2p_log(X, 1e-2);
     auto [L, V] = at::linalg_eigh(at::matmul(X.mT(), X) + 1e-2 * at::eye(d, at::kDouble));
     const auto ref = at::matmul(V * L.log().unsqueeze(-2), V.mT());
     EXPECT_LT(max_abs_diff(C, ref), 1e-11) << "m=" << m << " d=" << d;
   }
+}
+
+TEST_F(MatbpOps, ProjectorOfLowRankMatrixMatchesQr) {
+  const auto F = at::randn({2, 7, 3}, at::TensorOptions().dtype(at::kDouble));
+  auto [Q, R] = at::linalg_qr(F, "reduced");
+  EXPECT_LT(max_abs_diff(matbp::projector(at::matmul(F, F.mT())), at::matmul(Q, Q.mT())), 1e-12);
 }
 
 }  // namespace
