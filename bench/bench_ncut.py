@@ -449,17 +449,10 @@ def main(argv=None) -> int:
                    help=f"timed repetitions per case (default adaptive, {MIN_REPEATS}..{MAX_REPEATS})")
     p.add_argument("--budget", type=float, default=None,
                    help=f"seconds per case for adaptive repeats (default {BUDGET_S:g})")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads before running")
+    common.add_standard_arguments(p)
     p.add_argument("--profile", action="store_true",
                    help=f"also print a torch.profiler table of one fwd+bwd at m = {BSDS_M}")
-    p.add_argument("--out", default=common.DEFAULT_RESULTS_DIR, help="results directory")
-    p.add_argument("--no-write", action="store_true", help="print only; write no files")
-    p.add_argument("--strict", action="store_true", help="exit 1 when a performance target is missed")
-    args = p.parse_args(argv)
-
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    args = common.parse_standard_arguments(p, argv)
     dense_sizes = QUICK_DENSE_SIZES if args.quick else DEFAULT_DENSE_SIZES
     sizes = QUICK_SIZES if args.quick else DEFAULT_SIZES
     batch_rows = QUICK_BATCH_ROWS if args.quick else DEFAULT_BATCH_ROWS

@@ -541,15 +541,8 @@ def main(argv=None) -> int:
                         f"about {QUICK_BUDGET_S:g} s per case; writes *_quick.*")
     p.add_argument("--skip-accuracy", action="store_true", help="skip the gradient accuracy table")
     p.add_argument("--skip-timing", action="store_true", help="skip the timing table")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads before running")
-    p.add_argument("--out", default=common.DEFAULT_RESULTS_DIR, help="results directory")
-    p.add_argument("--no-write", action="store_true", help="print only; write no files")
-    p.add_argument("--strict", action="store_true", help="exit 1 when a performance target is missed")
-    args = p.parse_args(argv)
-
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    common.add_standard_arguments(p)
+    args = common.parse_standard_arguments(p, argv)
     shapes = args.shapes or (QUICK_SHAPES if args.quick else DEFAULT_SHAPES)
     dtypes = args.dtypes or DEFAULT_DTYPES
     modes = args.modes or MODES

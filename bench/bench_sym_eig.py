@@ -222,16 +222,9 @@ def main(argv=None) -> int:
                         f"{QUICK_BUDGET_S:g} s per case; writes {NAME}_<device>_quick.*")
     p.add_argument("--budget", type=float, default=None,
                    help=f"seconds per case for adaptive repeats (default {BUDGET_S:g})")
-    p.add_argument("--seed", type=int, default=0)
+    common.add_standard_arguments(p)
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads before running")
-    p.add_argument("--out", default=common.DEFAULT_RESULTS_DIR, help="results directory")
-    p.add_argument("--no-write", action="store_true", help="print only; write no files")
-    p.add_argument("--strict", action="store_true", help="exit 1 when a performance target is missed")
-    args = p.parse_args(argv)
-
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    args = common.parse_standard_arguments(p, argv)
     sizes = args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES)
     batch = args.batch or (QUICK_BATCH if args.quick else DEFAULT_BATCH)
     dtypes = args.dtypes or DEFAULT_DTYPES

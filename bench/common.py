@@ -383,3 +383,21 @@ def write_results(name: str, rows: Sequence[Mapping[str, Any]], columns: Iterabl
     with open(md_path, "w", encoding="utf-8") as f:
         f.write("\n".join(md) + "\n")
     return json_path, md_path
+
+
+def add_standard_arguments(parser) -> None:
+    """The options every benchmark script takes: --seed, --threads, --out,
+    --no-write, --strict."""
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads before running")
+    parser.add_argument("--out", default=DEFAULT_RESULTS_DIR, help="results directory")
+    parser.add_argument("--no-write", action="store_true", help="print only; write no files")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a performance target is missed")
+
+
+def parse_standard_arguments(parser, argv=None):
+    """parser.parse_args, then applies --threads."""
+    args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    return args
