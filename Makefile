@@ -16,7 +16,7 @@ BUILD_STAMP := $(VENV)/.matbp-build
 SOURCES := $(shell find csrc python -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' -o -name '*.py') setup.py pyproject.toml
 CMAKE_BUILD := build/cmake
 
-.PHONY: all demo test test-python test-cpp bench build deps clean
+.PHONY: all demo test test-python test-cpp bench build deps clean gpu-check
 
 all: build
 
@@ -56,6 +56,12 @@ bench: $(BUILD_STAMP)
 	$(PY) bench/bench_sym_eig.py
 	$(PY) bench/bench_o2p_log.py
 	$(PY) bench/bench_ncut.py
+
+# On a GPU machine with torch already installed (no network): builds matbp
+# with CUDA against that torch, runs the CUDA tests and the GPU benchmarks,
+# and writes logs and results to $$OUT (else bench/results/gpu-<date>).
+gpu-check:
+	bash scripts/gpu_check.sh
 
 clean:
 	rm -rf build *.egg-info python/*.egg-info $(BUILD_STAMP)

@@ -7,7 +7,10 @@
 
 #include <optional>
 
+#include "checks.h"
+
 namespace matbp::ops {
+
 namespace {
 
 // The public spectral function returns f(A) alone; it forwards to
@@ -56,6 +59,8 @@ at::Tensor ncut_projector_distance(const at::Tensor& Y, const at::Tensor& weight
 }  // namespace
 
 TORCH_LIBRARY(matbp, m) {
+  // No tensor arguments: a catch-all kernel, callable from any device context.
+  m.def("set_sync_checks(bool enabled) -> bool", &set_sync_checks);
   m.def("sym_eig(Tensor A) -> (Tensor L, Tensor V)");
   m.def("sym_eig_backward(Tensor? gL, Tensor? gV, Tensor L, Tensor V) -> Tensor");
   m.def("svd(Tensor X) -> (Tensor U, Tensor S, Tensor V)");

@@ -6,6 +6,7 @@ kernel, so ``torch.library.opcheck`` and ``torch.compile(fullgraph=True)``
 work.
 """
 
+import contextlib
 from typing import Optional, Tuple
 
 import torch
@@ -14,6 +15,35 @@ from torch import Tensor
 _lib = torch.ops.matbp
 
 _SPECTRAL_FNS = ("log", "sqrt", "pow", "exp")
+
+
+def built_with_cuda() -> bool:
+    """Whether this build of matbp has the CUDA backend (a CUDA kernel per op)."""
+    return torch._C._dispatch_has_kernel_for_dispatch_key("matbp::sym_eig", "CUDA")
+
+
+def set_sync_checks(enabled: bool) -> bool:
+    """Turn sync checks on or off; returns the previous setting.
+
+    CUDA kernels find per-matrix failures (NaN/Inf input, no convergence, an
+    eigenvalue outside ``sym_fn``'s domain) on the device. By default they do
+    not wait for the GPU to report them: the failed matrices' outputs are
+    filled with NaN, so nothing passes silently and nothing synchronises.
+    With sync checks on, they synchronise and raise the CPU kernels'
+    RuntimeError. The environment variable ``MATBP_SYNC_CHECKS=1`` turns them
+    on at load time. CPU kernels always raise.
+    """
+    return _lib.set_sync_checks(bool(enabled))
+
+
+@contextlib.contextmanager
+def sync_checks(enabled: bool = True):
+    """Context manager form of :func:`set_sync_checks`."""
+    previous = set_sync_checks(enabled)
+    try:
+        yield
+    finally:
+        set_sync_checks(previous)
 
 
 def _no_double_backward(op_name: str):

@@ -13,20 +13,9 @@
 #include <cstdint>
 #include <vector>
 
+#include "../generic/backend.h"
+
 namespace matbp::ops::cpu {
-
-// Number of matrices in a (*, r, c) tensor (valid when r or c is 0 too).
-inline int64_t batch_count(const at::Tensor& t) {
-  int64_t count = 1;
-  for (int64_t d = 0; d + 2 < t.dim(); ++d) count *= t.size(d);
-  return count;
-}
-
-inline std::vector<int64_t> with_trailing(const at::Tensor& t, std::vector<int64_t> trailing) {
-  std::vector<int64_t> shape(t.sizes().begin(), t.sizes().end() - 2);
-  shape.insert(shape.end(), trailing.begin(), trailing.end());
-  return shape;
-}
 
 // Lowest batch index at which something went wrong, written from any thread.
 class FirstFailure {

@@ -1,5 +1,6 @@
 // CPU kernels of matbp::svd (LAPACK dgesdd, thin) and matbp::svd_backward
-// (the general thin-SVD adjoint of Prop. 1, m != n allowed).
+// (the general thin-SVD adjoint of Prop. 1, m != n allowed; device-generic,
+// generic/eigen_ops.h).
 
 #include <ATen/ATen.h>
 #include <torch/library.h>
@@ -7,9 +8,10 @@
 #include <cmath>
 #include <vector>
 
-#include "../../math/adjoint_weights.h"
 #include "../checks.h"
+#include "../generic/eigen_ops.h"
 #include "batch_loops.h"
+#include "cpu_backend.h"
 #include "lapack.h"
 
 namespace matbp::ops::cpu {
@@ -85,84 +87,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> svd_cpu(const at::Tensor& X) {
   return {U, S, V};
 }
 
-// gX = U [diag(gS) + K o (M - M^T) S + S K o (N - N^T)] V^T
-//      + (I - U U^T) gU S^+ V^T + U S^+ gV^T (I - V V^T),
-// M = U^T gU, N = V^T gV, K_ij = 1/(s_j^2 - s_i^2) (0 at ties).
-at::Tensor svd_backward_cpu(const std::optional<at::Tensor>& gU,
-                            const std::optional<at::Tensor>& gS,
-                            const std::optional<at::Tensor>& gV, const at::Tensor& U,
-                            const at::Tensor& S, const at::Tensor& V) {
-  constexpr const char* op = "matbp.svd_backward";
-  check_float_matrix(U, op, "U", /*square=*/false);
-  check_float_matrix(V, op, "V", /*square=*/false);
-  const int64_t m = U.size(-2), n = V.size(-2), k = S.size(-1);
-  TORCH_CHECK(U.size(-1) == k && V.size(-1) == k, op,
-              ": 'U' (*, m, k), 'S' (*, k) and 'V' (*, n, k) disagree: ", U.sizes(), ", ",
-              S.sizes(), ", ", V.sizes());
-  const bool has_gU = gU.has_value() && gU->defined();
-  const bool has_gS = gS.has_value() && gS->defined();
-  const bool has_gV = gV.has_value() && gV->defined();
-  if (has_gU) TORCH_CHECK(gU->sizes() == U.sizes(), op, ": 'gU' must have the shape of 'U'");
-  if (has_gS) TORCH_CHECK(gS->sizes() == S.sizes(), op, ": 'gS' must have the shape of 'S'");
-  if (has_gV) TORCH_CHECK(gV->sizes() == V.sizes(), op, ": 'gV' must have the shape of 'V'");
-  auto out_shape = with_trailing(U, {m, n});
-  if ((!has_gU && !has_gS && !has_gV) || k == 0) return at::zeros(out_shape, U.options());
-
-  const auto U64 = U.to(at::kDouble), V64 = V.to(at::kDouble);
-  const auto S64 = S.to(at::kDouble).contiguous();
-  const auto gU64 = has_gU ? gU->to(at::kDouble) : at::Tensor();
-  const auto gV64 = has_gV ? gV->to(at::kDouble) : at::Tensor();
-  const auto M = has_gU ? at::matmul(U64.mT(), gU64).contiguous() : at::zeros(with_trailing(U, {k, k}), S64.options());
-  const auto N = has_gV ? at::matmul(V64.mT(), gV64).contiguous() : at::zeros_like(M);
-  const auto gS64 = has_gS ? gS->to(at::kDouble).contiguous() : at::zeros_like(S64);
-
-  auto inner = at::empty_like(M);
-  auto s_pinv = at::empty_like(S64);
-  double* spinv = s_pinv.data_ptr<double>();
-  const int64_t batch = batch_count(M);
-  const double* mp = M.data_ptr<double>();
-  const double* np = N.data_ptr<double>();
-  const double* sp = S64.data_ptr<double>();
-  const double* gsp = gS64.data_ptr<double>();
-  double* ip = inner.data_ptr<double>();
-  at::parallel_for(0, batch, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, k * k)),
-                   [&](int64_t begin, int64_t end) {
-                     for (int64_t b = begin; b < end; ++b) {
-                       const double* mb = mp + b * k * k;
-                       const double* nb = np + b * k * k;
-                       const double* s = sp + b * k;
-                       double* out = ip + b * k * k;
-                       // S is descending: s[0] is the largest singular value.
-                       const double tie = math::tie_tolerance(s[0], std::max(m, n));
-                       for (int64_t i = 0; i < k; ++i) {
-                         spinv[b * k + i] = math::pseudo_inverse(s[i], tie);
-                         for (int64_t j = 0; j < k; ++j) {
-                           out[i * k + j] =
-                               i == j ? gsp[b * k + i]
-                                      : math::svd_adjoint_entry(mb[i * k + j], mb[j * k + i],
-                                                                nb[i * k + j], nb[j * k + i], s[i],
-                                                                s[j], tie);
-                         }
-                       }
-                     }
-                   });
-  auto gX = at::matmul(at::matmul(U64, inner), V64.mT());
-  // The projections onto the complements of range(U) and range(V) vanish
-  // when U (V) is square; S^+ keeps them finite when X loses rank.
-  if (has_gU && m > k) {
-    gX = gX + at::matmul((gU64 - at::matmul(U64, M)) * s_pinv.unsqueeze(-2), V64.mT());
-  }
-  if (has_gV && n > k) {
-    gX = gX + at::matmul(U64 * s_pinv.unsqueeze(-2), (gV64 - at::matmul(V64, N)).mT());
-  }
-  return gX.to(U.scalar_type());
-}
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(matbp, CPU, m) {
   m.impl("svd", &svd_cpu);
-  m.impl("svd_backward", &svd_backward_cpu);
+  m.impl("svd_backward", &generic::svd_backward<CpuBackend>);
 }
 
 }  // namespace matbp::ops::cpu

@@ -1,4 +1,5 @@
-// CPU kernels of matbp::sym_eig and matbp::sym_eig_backward.
+// CPU kernels of matbp::sym_eig and matbp::sym_eig_backward (device-generic,
+// generic/eigen_ops.h).
 
 #include "sym_eig_kernel.h"
 
@@ -9,9 +10,10 @@
 #include <string>
 #include <vector>
 
-#include "../../math/adjoint_weights.h"
 #include "../checks.h"
+#include "../generic/eigen_ops.h"
 #include "batch_loops.h"
+#include "cpu_backend.h"
 #include "lapack.h"
 
 namespace matbp::ops::cpu {
@@ -56,67 +58,7 @@ std::tuple<at::Tensor, at::Tensor> sym_eig_cpu(const at::Tensor& A) {
   return sym_eig_lapack(A, A.scalar_type(), "matbp.sym_eig");
 }
 
-at::Tensor sym_eig_backward_cpu(const std::optional<at::Tensor>& gL,
-                                const std::optional<at::Tensor>& gV, const at::Tensor& L,
-                                const at::Tensor& V) {
-  constexpr const char* op = "matbp.sym_eig_backward";
-  check_float_matrix(V, op, "V", /*square=*/true);
-  TORCH_CHECK(L.dim() == V.dim() - 1 && L.sizes() == V.sizes().slice(0, V.dim() - 1), op,
-              ": 'L' must have shape (*, n) matching 'V' (*, n, n), got ", L.sizes(), " and ",
-              V.sizes());
-  const bool has_gL = gL.has_value() && gL->defined();
-  const bool has_gV = gV.has_value() && gV->defined();
-  if (has_gL) {
-    TORCH_CHECK(gL->sizes() == L.sizes(), op, ": 'gL' must have the shape of 'L' ", L.sizes(),
-                ", got ", gL->sizes());
-  }
-  if (has_gV) {
-    TORCH_CHECK(gV->sizes() == V.sizes(), op, ": 'gV' must have the shape of 'V' ", V.sizes(),
-                ", got ", gV->sizes());
-  }
-  if (!has_gL && !has_gV) {
-    return at::zeros_like(V, at::MemoryFormat::Contiguous);
-  }
-  const auto V64 = V.to(at::kDouble);
-  const auto Vt = V64.mT();
-  if (!has_gV) {
-    return at::matmul(V64 * gL->to(at::kDouble).unsqueeze(-2), Vt).to(V.scalar_type());
-  }
-  const auto L64 = L.to(at::kDouble).contiguous();
-  const auto tol = eig_tie_tolerances(L64);
-  const auto gL64 = has_gL ? gL->to(at::kDouble).contiguous() : at::zeros_like(L64);
-  auto inner = at::matmul(Vt, gV->to(at::kDouble)).contiguous();
-  const int64_t n = V.size(-1);
-  const double* lam = L64.data_ptr<double>();
-  const double* tie = tol.data_ptr<double>();
-  const double* gl = gL64.data_ptr<double>();
-  transform_pairs_inplace(
-      inner,
-      [&](int64_t b, int64_t i, int64_t j, double m_ij, double m_ji) {
-        const double* l = lam + b * n;
-        const double e = math::eig_adjoint_entry(m_ij, m_ji, l[i], l[j], tie[b]);
-        return std::pair<double, double>(e, e);  // F o skew(M) is symmetric
-      },
-      [&](int64_t b, int64_t i, double) { return gl[b * n + i]; });
-  return at::matmul(at::matmul(V64, inner), Vt).to(V.scalar_type());
-}
-
 }  // namespace
-
-at::Tensor eig_tie_tolerances(const at::Tensor& L64) {
-  const int64_t n = L64.size(-1);
-  auto tol = at::zeros(L64.sizes().slice(0, L64.dim() - 1), L64.options());
-  if (n == 0) return tol;
-  const auto Lc = L64.contiguous();
-  const double* lam = Lc.data_ptr<double>();
-  double* out = tol.data_ptr<double>();
-  for (int64_t b = 0, batch = tol.numel(); b < batch; ++b) {
-    // Ascending eigenvalues: the largest magnitude is at one end.
-    const double max_abs = std::max(std::abs(lam[b * n]), std::abs(lam[b * n + n - 1]));
-    out[b] = math::tie_tolerance(max_abs, n);
-  }
-  return tol;
-}
 
 std::tuple<at::Tensor, at::Tensor> sym_eig_lapack(const at::Tensor& A, at::ScalarType out_dtype,
                                                   const char* op, const char* arg) {
@@ -154,7 +96,7 @@ std::tuple<at::Tensor, at::Tensor> sym_eig_lapack(const at::Tensor& A, at::Scala
 
 TORCH_LIBRARY_IMPL(matbp, CPU, m) {
   m.impl("sym_eig", &sym_eig_cpu);
-  m.impl("sym_eig_backward", &sym_eig_backward_cpu);
+  m.impl("sym_eig_backward", &generic::sym_eig_backward<CpuBackend>);
 }
 
 }  // namespace matbp::ops::cpu

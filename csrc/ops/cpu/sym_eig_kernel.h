@@ -12,7 +12,4 @@ namespace matbp::ops::cpu {
 std::tuple<at::Tensor, at::Tensor> sym_eig_lapack(const at::Tensor& A, at::ScalarType out_dtype,
                                                   const char* op, const char* arg = "A");
 
-// Per-matrix tie tolerance n eps max|lambda| of ascending eigenvalues (B, n).
-at::Tensor eig_tie_tolerances(const at::Tensor& L64);
-
 }  // namespace matbp::ops::cpu

@@ -1,0 +1,85 @@
+#pragma once
+
+// Device-generic operator code. An op written here is a template over a
+// Backend and runs on the CPU (cpu/cpu_backend.h) and on CUDA
+// (cuda/cuda_backend.cuh) alike: ATen for the GEMMs and reductions, the
+// backend for the eigensolver and for elementwise loops whose bodies are
+// MATBP_HOST_DEVICE functors (their math in csrc/math). The CPU build and
+// its tests therefore run every line the CUDA kernels run, except the
+// launches and the cuSOLVER calls.
+//
+// A Backend provides:
+//   static constexpr bool kRaisesAtOnce;
+//       true: per-matrix failures raise immediately (the CPU); false: they
+//       are found on the device, and reported by report_failures below.
+//   static EigenResult sym_eig64(const at::Tensor& A, const char* op, const char* arg);
+//   template <class F> static void for_each(int64_t count, const F& f);
+//       f(idx) for every idx in [0, count), in any order, concurrently.
+//   template <class F> static void for_each_pair(int64_t batch, int64_t n, const F& f);
+//       f(b, i, j) for every matrix b and 0 <= i <= j < n, concurrently: f
+//       owns entries (i, j) and (j, i) of matrix b.
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+#include <cstdint>
+#include <initializer_list>
+#include <limits>
+#include <string>
+
+#include "../checks.h"
+
+namespace matbp::ops {
+
+// A batched symmetric eigendecomposition in float64: L (*, n) ascending,
+// V (*, n, n) contiguous with the eigenvectors in its columns. finite and
+// converged are bool (B,) flags over the flattened batch, undefined when
+// the backend has already raised for any failure.
+struct EigenResult {
+  at::Tensor L, V;
+  at::Tensor finite, converged;
+};
+
+// Number of matrices in a (*, r, c) tensor (valid when r or c is 0 too).
+inline int64_t batch_count(const at::Tensor& t) {
+  int64_t count = 1;
+  for (int64_t d = 0; d + 2 < t.dim(); ++d) count *= t.size(d);
+  return count;
+}
+
+inline std::vector<int64_t> with_trailing(const at::Tensor& t, std::vector<int64_t> trailing) {
+  std::vector<int64_t> shape(t.sizes().begin(), t.sizes().end() - 2);
+  shape.insert(shape.end(), trailing.begin(), trailing.end());
+  return shape;
+}
+
+// Per-matrix failures found on the device (ok: bool (B,), undefined = none
+// possible). With `raise` (sync checks on, see checks.h) the host waits and
+// raises describe(first failing index); otherwise nothing waits, and every
+// output of a failed matrix is filled with NaN so the failure cannot pass
+// silently. Outputs are contiguous with the flattened batch leading.
+template <typename Describe>
+void report_failures(const at::Tensor& ok, bool raise, std::initializer_list<at::Tensor> outputs,
+                     const Describe& describe) {
+  if (!ok.defined() || ok.numel() == 0) return;
+  if (raise) {
+    if (ok.all().item<bool>()) return;
+    const int64_t first = ok.logical_not().nonzero().select(1, 0).min().item<int64_t>();
+    TORCH_CHECK(false, describe(first));
+  }
+  const auto bad = ok.logical_not().reshape({ok.numel(), 1});
+  for (auto t : outputs) {
+    if (!t.defined() || t.numel() == 0) continue;
+    TORCH_INTERNAL_ASSERT(t.is_contiguous());
+    t.view({ok.numel(), -1}).masked_fill_(bad, std::numeric_limits<double>::quiet_NaN());
+  }
+}
+
+// Whether a backend reports device-side failures by raising: always on the
+// CPU, with sync checks on CUDA.
+template <typename Backend>
+bool raises_on_failure() {
+  return Backend::kRaisesAtOnce || sync_checks_enabled();
+}
+
+}  // namespace matbp::ops

@@ -1,0 +1,206 @@
+#pragma once
+
+// Device-generic kernels of the second-order pooling layer
+// C = log(X^T X + eps I) (generic/backend.h), batched with ATen GEMMs: the
+// CUDA backend's o2p_log, run on the CPU by the C++ tests. The CPU backend
+// registers its own per-matrix pipelines (cpu/o2p_log_kernel.cpp, cache-
+// resident, LAPACK per matrix); the mathematics, the path choice, the saved
+// tensors and the small-eigenvalue refinement are the same:
+// - m < d, the m x m path: X X^T = U diag(s) U^T, Y = U^T X, h(s) = log1p(s/eps)/s,
+//   C = log(eps) I + Y^T diag(h) Y;
+//   gX = U [2 diag(h) Y G + (2 h[s_i, s_j] o Y G Y^T) Y], G = sym(gC).
+// - m >= d, the d x d path: X^T X = W diag(s) W^T, C = W log(eps + s) W^T,
+//   gX = 2 X W (log[eps + s_i, eps + s_j] o W^T G W) W^T.
+// Gram eigenvalues below sqrt(eps_mach) max s are replaced by their Rayleigh
+// quotients from X (||X^T u||^2 = ||row of Y||^2, or ||X w||^2), accurate
+// where the Gram matrix's rounding is not.
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <string>
+
+#include "../../math/divided_differences.h"
+#include "../../math/o2p_log.h"
+#include "../checks.h"
+#include "backend.h"
+
+namespace matbp::ops::generic {
+
+inline bool o2p_uses_gram_of_rows(const at::Tensor& X) { return X.size(-2) < X.size(-1); }
+
+inline void check_o2p_arguments(const at::Tensor& X, double eps, const char* op) {
+  check_float_matrix(X, op, "X", /*square=*/false);
+  TORCH_CHECK(std::isfinite(eps) && eps > 0, op,
+              ": argument 'eps' must be a positive finite number, got ", eps);
+}
+
+// h(s_i) (m x m path) or log(eps + s_i) (d x d path) of clamped Gram
+// eigenvalues, in place of nothing: s is read, out written.
+struct O2pGramValues {
+  const double* s;
+  double* out;
+  double eps;
+  bool gram_of_rows;
+  MATBP_HOST_DEVICE void operator()(int64_t idx) const {
+    out[idx] = gram_of_rows ? math::o2p_h(s[idx], eps) : math::o2p_log_eigenvalue(s[idx], eps);
+  }
+};
+
+// In place on M = Y sym(G) Y^T (m x m path): 2 h[s_i, s_j] o sym(M).
+struct O2pRowsInner {
+  double* m;
+  const double* s;
+  const double* h;
+  double eps;
+  int64_t n;
+  MATBP_HOST_DEVICE void operator()(int64_t b, int64_t i, int64_t j) const {
+    double* mb = m + b * n * n;
+    const double* sb = s + b * n;
+    const double* hb = h + b * n;
+    if (i == j) {
+      mb[i * n + i] *= 2.0 * math::o2p_h_divided_difference(sb[i], sb[i], hb[i], hb[i], eps);
+      return;
+    }
+    const double w = math::o2p_h_divided_difference(sb[i], sb[j], hb[i], hb[j], eps);
+    const double e = w * (mb[i * n + j] + mb[j * n + i]);
+    mb[i * n + j] = e;
+    mb[j * n + i] = e;
+  }
+};
+
+// In place on M = W^T sym(G) W (d x d path): 2 log[eps + s_i, eps + s_j] o sym(M).
+struct O2pColsInner {
+  double* m;
+  const double* s;
+  const double* log_lam;  // log(eps + s)
+  double eps;
+  int64_t n;
+  MATBP_HOST_DEVICE void operator()(int64_t b, int64_t i, int64_t j) const {
+    double* mb = m + b * n * n;
+    const double* sb = s + b * n;
+    const double* lb = log_lam + b * n;
+    const double lam_i = eps + sb[i];
+    if (i == j) {
+      mb[i * n + i] *= 2.0 / lam_i;
+      return;
+    }
+    const double e = math::divided_difference_log(lam_i, eps + sb[j], lb[i], lb[j]) *
+                     (mb[i * n + j] + mb[j * n + i]);
+    mb[i * n + j] = e;
+    mb[j * n + i] = e;
+  }
+};
+
+// Rayleigh-quotient refinement of the small Gram eigenvalues (see above),
+// then the clamp to >= 0. s (B, k) ascending; quotients (B, k).
+inline at::Tensor refine_gram_eigenvalues(const at::Tensor& s, const at::Tensor& quotients) {
+  const int64_t k = s.size(-1);
+  if (k == 0) return s;
+  const auto cutoff =
+      s.select(-1, k - 1).abs().mul(std::sqrt(math::machine_epsilon<double>())).unsqueeze(-1);
+  return at::where(s <= cutoff, quotients, s).clamp_min(0.0).contiguous();
+}
+
+inline at::Tensor symmetric_part(const at::Tensor& G) { return (G + G.mT()).mul_(0.5); }
+
+template <typename Backend>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> o2p_log_with_eig(const at::Tensor& X,
+                                                                             double eps) {
+  constexpr const char* op = "matbp.o2p_log";
+  check_o2p_arguments(X, eps, op);
+  const int64_t m = X.size(-2), d = X.size(-1), batch = batch_count(X);
+  const bool rows = o2p_uses_gram_of_rows(X);
+  const int64_t k = rows ? m : d;
+  const auto opts = X.options().dtype(at::kDouble);
+  const auto X64 = X.to(at::kDouble).reshape({batch, m, d});
+  if (batch == 0 || k == 0) {
+    auto C = at::zeros(with_trailing(X, {d, d}), X.options());
+    C.diagonal(0, -2, -1).fill_(std::log(eps));
+    return {C, at::zeros(with_trailing(X, {k}), opts), at::zeros(with_trailing(X, {k, k}), opts),
+            at::zeros(with_trailing(X, {rows ? m : 0, d}), opts)};
+  }
+  const auto finite = at::isfinite(X64).reshape({batch, m * d}).all(1);
+  const auto gram = rows ? at::matmul(X64, X64.mT()) : at::matmul(X64.mT(), X64);
+  EigenResult eig = Backend::sym_eig64(gram, op, rows ? "X X^T" : "X^T X");
+  const auto& V = eig.V;  // U (m x m path) or W
+  at::Tensor Y, s;
+  if (rows) {
+    Y = at::matmul(V.mT(), X64).contiguous();
+    s = refine_gram_eigenvalues(eig.L, Y.square().sum(-1));
+  } else {
+    Y = at::zeros({batch, 0, d}, opts);
+    s = refine_gram_eigenvalues(eig.L, at::matmul(X64, V).square().sum(-2));
+  }
+  auto values = at::empty_like(s);
+  Backend::for_each(batch * k, O2pGramValues{s.data_ptr<double>(), values.data_ptr<double>(), eps,
+                                             rows});
+  at::Tensor C;
+  if (rows) {
+    C = at::matmul(Y.mT(), Y * values.unsqueeze(-1));
+    C.diagonal(0, -2, -1).add_(std::log(eps));
+  } else {
+    C = at::matmul(V * values.unsqueeze(-2), V.mT());
+  }
+  // Exactly symmetric, as the CPU kernels' symmetric products are.
+  C = symmetric_part(C).to(X.scalar_type()).contiguous();
+  auto V_out = V.contiguous();
+  const bool raise = raises_on_failure<Backend>();
+  const std::initializer_list<at::Tensor> outputs = {C, s, V_out, Y};
+  report_failures(finite, raise, outputs, [&](int64_t b) {
+    return std::string(op) + ": argument 'X' contains NaN or Inf (matrix " + std::to_string(b) +
+           " of the flattened batch)";
+  });
+  const auto gram_ok = eig.finite.defined() && eig.converged.defined()
+                           ? eig.finite.logical_and(eig.converged).logical_or(finite.logical_not())
+                           : at::Tensor();
+  report_failures(gram_ok, raise, outputs, [&](int64_t b) {
+    return std::string(op) + ": the Gram matrix " + (rows ? "X X^T" : "X^T X") + " of matrix " +
+           std::to_string(b) + " of the flattened batch overflows or the eigensolver failed on it";
+  });
+  return {C.reshape(with_trailing(X, {d, d})), s.reshape(with_trailing(X, {k})),
+          V_out.reshape(with_trailing(X, {k, k})), Y.reshape(with_trailing(X, {rows ? m : 0, d}))};
+}
+
+template <typename Backend>
+at::Tensor o2p_log_backward(const at::Tensor& gC, const at::Tensor& X, const at::Tensor& S,
+                            const at::Tensor& U, const at::Tensor& Y, double eps) {
+  constexpr const char* op = "matbp.o2p_log_backward";
+  check_o2p_arguments(X, eps, op);
+  const int64_t m = X.size(-2), d = X.size(-1), k = std::min(m, d), batch = batch_count(X);
+  const bool rows = o2p_uses_gram_of_rows(X);
+  TORCH_CHECK(gC.sizes() == with_trailing(X, {d, d}), op, ": 'gC' must have shape (*, d, d) = ",
+              c10::IntArrayRef(with_trailing(X, {d, d})), ", got ", gC.sizes());
+  TORCH_CHECK(S.sizes() == with_trailing(X, {k}) && U.sizes() == with_trailing(X, {k, k}) &&
+                  Y.sizes() == with_trailing(X, {rows ? m : 0, d}),
+              op, ": saved tensors S (*, k), U (*, k, k), Y (*, m or 0, d), k = min(m, d) = ", k,
+              ", do not match 'X' ", X.sizes(), ": got ", S.sizes(), ", ", U.sizes(), ", ",
+              Y.sizes());
+  for (const auto* t : {&gC, &S, &U, &Y}) check_same_device(*t, "saved tensors", X, "X", op);
+  if (batch == 0 || m == 0 || d == 0) return at::zeros(X.sizes(), X.options());
+  const auto G = symmetric_part(gC.to(at::kDouble).reshape({batch, d, d}));
+  const auto s = S.to(at::kDouble).reshape({batch, k}).contiguous();
+  const auto V = U.to(at::kDouble).reshape({batch, k, k});
+  auto values = at::empty_like(s);
+  Backend::for_each(batch * k, O2pGramValues{s.data_ptr<double>(), values.data_ptr<double>(), eps,
+                                             rows});
+  at::Tensor gX;
+  if (rows) {
+    const auto Y64 = Y.to(at::kDouble).reshape({batch, m, d});
+    const auto T = at::matmul(Y64, G);
+    auto inner = at::matmul(T, Y64.mT()).contiguous();
+    Backend::for_each_pair(batch, m, O2pRowsInner{inner.data_ptr<double>(), s.data_ptr<double>(),
+                                                  values.data_ptr<double>(), eps, m});
+    const auto R = at::baddbmm(T * values.unsqueeze(-1).mul(2.0), inner, Y64);
+    gX = at::matmul(V, R);
+  } else {
+    const auto X64 = X.to(at::kDouble).reshape({batch, m, d});
+    auto inner = at::matmul(at::matmul(V.mT(), G), V).contiguous();
+    Backend::for_each_pair(batch, d, O2pColsInner{inner.data_ptr<double>(), s.data_ptr<double>(),
+                                                  values.data_ptr<double>(), eps, d});
+    gX = at::matmul(X64, at::matmul(at::matmul(V, inner), V.mT()));
+  }
+  return gX.reshape(X.sizes()).to(X.scalar_type());
+}
+
+}  // namespace matbp::ops::generic

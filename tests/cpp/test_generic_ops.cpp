@@ -1,0 +1,159 @@
+// The device-generic op code (csrc/ops/generic) that the CUDA backend runs,
+// run here on the CPU with a reference backend (ATen's eigh, serial loops)
+// and compared with the CPU operators. The build machines have no GPU: this
+// is how the CUDA backend's host logic and functors are tested.
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <limits>
+#include <set>
+#include <tuple>
+#include <utility>
+
+#include "matbp.h"
+#include "ops/generic/eigen_ops.h"
+#include "ops/generic/o2p_log.h"
+
+namespace {
+
+using Tensor = at::Tensor;
+using matbp::ops::EigenResult;
+
+// ATen's eigh and plain loops, with the CUDA backend's reporting (failures
+// flagged per matrix, not raised).
+struct ReferenceBackend {
+  static constexpr bool kRaisesAtOnce = false;
+
+  static EigenResult sym_eig64(const Tensor& A, const char*, const char*) {
+    const auto A64 = A.to(at::kDouble);
+    const int64_t batch = matbp::ops::batch_count(A64), n = A64.size(-1);
+    const auto flat = A64.reshape({batch, n * n});
+    const auto finite = at::isfinite(flat).all(1);
+    // Lower triangle, as LAPACK and cuSOLVER are called.
+    auto [L, V] = at::linalg_eigh(at::where(finite.view({-1, 1}), flat, 0.0).view(A64.sizes()), "L");
+    return {L.contiguous(), V.contiguous(), finite, at::ones_like(finite)};
+  }
+
+  template <typename F>
+  static void for_each(int64_t count, const F& f) {
+    for (int64_t idx = 0; idx < count; ++idx) f(idx);
+  }
+
+  template <typename F>
+  static void for_each_pair(int64_t batch, int64_t n, const F& f) {
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = i; j < n; ++j) f(b, i, j);
+  }
+};
+
+double max_abs_diff(const Tensor& a, const Tensor& b) {
+  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> cpu_o2p_with_eig(const Tensor& X, double eps) {
+  static auto h = matbp::detail::op<std::tuple<Tensor, Tensor, Tensor, Tensor>(const Tensor&, double)>(
+      "matbp::o2p_log_with_eig");
+  return h.call(X, eps);
+}
+
+Tensor cpu_o2p_backward(const Tensor& gC, const Tensor& X, const Tensor& S, const Tensor& U,
+                        const Tensor& Y, double eps) {
+  static auto h = matbp::detail::op<Tensor(const Tensor&, const Tensor&, const Tensor&,
+                                           const Tensor&, const Tensor&, double)>(
+      "matbp::o2p_log_backward");
+  return h.call(gC, X, S, U, Y, eps);
+}
+
+// Rank-deficient features: the small Gram eigenvalues need the refinement.
+Tensor features(int64_t batch, int64_t m, int64_t d, int64_t rank, at::ScalarType dtype) {
+  auto A = at::randn({batch, m, rank}, at::kDouble);
+  auto B = at::randn({batch, rank, d}, at::kDouble);
+  return (at::matmul(A, B) / std::sqrt(double(m))).to(dtype);
+}
+
+class GenericOps : public ::testing::TestWithParam<std::tuple<int64_t, int64_t, int64_t>> {
+ protected:
+  void SetUp() override { at::manual_seed(0); }
+};
+
+// Both paths (m < d and m >= d), full rank and rank deficient: the batched
+// generic pipeline agrees with the CPU kernels' per-matrix pipelines.
+TEST_P(GenericOps, O2pLogMatchesCpuKernels) {
+  const auto [m, d, rank] = GetParam();
+  const double eps = 1e-3;
+  const auto X = features(3, m, d, rank, at::kDouble);
+  auto [C, S, U, Y] = matbp::ops::generic::o2p_log_with_eig<ReferenceBackend>(X, eps);
+  auto [Cc, Sc, Uc, Yc] = cpu_o2p_with_eig(X, eps);
+  EXPECT_LT(max_abs_diff(C, Cc), 1e-11);
+  EXPECT_LT(max_abs_diff(S, Sc), 1e-11 * Sc.abs().max().item<double>());
+  EXPECT_EQ(max_abs_diff(C, C.mT()), 0.0);
+  const auto gC = at::randn({3, d, d}, at::kDouble);
+  const auto gX = matbp::ops::generic::o2p_log_backward<ReferenceBackend>(gC, X, S, U, Y, eps);
+  const auto gXc = cpu_o2p_backward(gC, X, Sc, Uc, Yc, eps);
+  EXPECT_LT(max_abs_diff(gX, gXc), 1e-8 * gXc.abs().max().item<double>());
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, GenericOps,
+                         ::testing::Values(std::make_tuple(5, 12, 5), std::make_tuple(5, 12, 2),
+                                           std::make_tuple(12, 5, 5), std::make_tuple(12, 5, 3),
+                                           std::make_tuple(6, 6, 6)));
+
+TEST(GenericOpsFloat32, O2pLogKeepsTheInputDtype) {
+  at::manual_seed(1);
+  const auto X = features(2, 7, 10, 7, at::kFloat);
+  auto [C, S, U, Y] = matbp::ops::generic::o2p_log_with_eig<ReferenceBackend>(X, 1e-2);
+  EXPECT_EQ(C.scalar_type(), at::kFloat);
+  EXPECT_EQ(S.scalar_type(), at::kDouble);
+  auto [Cc, Sc, Uc, Yc] = cpu_o2p_with_eig(X, 1e-2);
+  EXPECT_LT(max_abs_diff(C, Cc), 1e-5);
+}
+
+// Without sync checks a failed matrix's outputs become NaN and the others
+// are untouched; with them (raise), the message names the first failure.
+TEST(GenericOpsFailures, NonFiniteMatrixIsPoisonedNotRaised) {
+  at::manual_seed(2);
+  auto X = features(3, 4, 9, 4, at::kDouble);
+  X[1][2][3] = std::numeric_limits<double>::quiet_NaN();
+  auto [C, S, U, Y] = matbp::ops::generic::o2p_log_with_eig<ReferenceBackend>(X, 1e-3);
+  EXPECT_TRUE(C[1].isnan().all().item<bool>());
+  EXPECT_TRUE(S[1].isnan().all().item<bool>());
+  EXPECT_TRUE(at::isfinite(C[0]).all().item<bool>());
+  EXPECT_TRUE(at::isfinite(C[2]).all().item<bool>());
+  auto [C0, S0, U0, Y0] = cpu_o2p_with_eig(X[0].unsqueeze(0), 1e-3);
+  EXPECT_LT(max_abs_diff(C[0], C0[0]), 1e-11);
+
+  const auto ok = at::tensor({1, 0, 0}).to(at::kBool);
+  auto out = at::zeros({3, 2});
+  EXPECT_THROW(matbp::ops::report_failures(ok, /*raise=*/true, {out},
+                                           [](int64_t b) { return "failed " + std::to_string(b); }),
+               c10::Error);
+  try {
+    matbp::ops::report_failures(ok, true, {out}, [](int64_t b) { return "failed " + std::to_string(b); });
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("failed 1"), std::string::npos);
+  }
+}
+
+// The sym_fn domain check flags the matrix instead of raising.
+TEST(GenericOpsFailures, SymFnDomainViolationIsFlagged) {
+  auto A = at::diag_embed(at::tensor({1.0, 2.0, 3.0, -1.0, 2.0, 3.0}, at::kDouble).view({2, 3}));
+  auto [F, L, V] = matbp::ops::generic::sym_fn_with_eig<ReferenceBackend>(A, "log", 1.0);
+  EXPECT_TRUE(at::isfinite(F[0]).all().item<bool>());
+  EXPECT_TRUE(F[1].isnan().all().item<bool>());
+  EXPECT_LT(max_abs_diff(F[0], at::diag(at::tensor({1.0, 2.0, 3.0}, at::kDouble).log())), 1e-14);
+}
+
+// for_each_pair's contract, which the CUDA kernel's index arithmetic mirrors:
+// each (b, i <= j) exactly once.
+TEST(GenericOpsBackend, PairsAreVisitedOnce) {
+  std::set<std::tuple<int64_t, int64_t, int64_t>> seen;
+  ReferenceBackend::for_each_pair(2, 4, [&](int64_t b, int64_t i, int64_t j) {
+    EXPECT_LE(i, j);
+    EXPECT_TRUE(seen.insert({b, i, j}).second);
+  });
+  EXPECT_EQ(seen.size(), 2u * 10u);
+}
+
+}  // namespace
