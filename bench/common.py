@@ -12,7 +12,8 @@ scripts put their own directory on ``sys.path``).  It holds:
   :func:`time_interleaved_adaptive`, :func:`adaptive_repeats`, :func:`median`;
 * the environment record: :func:`environment`, :func:`device_tag`;
 * output: :class:`Column`, :func:`format_table`, :func:`print_table`,
-  :func:`write_results`.
+  :func:`write_results` (one table), :func:`write_tables` (several in one
+  JSON/Markdown pair).
 
 Rows are plain dicts; a table is described by an ordered list of columns
 (``Column`` objects, ``(key, header)`` / ``(key, header, fmt)`` tuples or bare
@@ -382,6 +383,65 @@ def write_results(name: str, rows: Sequence[Mapping[str, Any]], columns: Iterabl
         md.extend(notes)
     with open(md_path, "w", encoding="utf-8") as f:
         f.write("\n".join(md) + "\n")
+    return json_path, md_path
+
+
+def write_tables(name: str, tables: Sequence[Mapping[str, Any]], *, env: Mapping[str, Any],
+                 out_dir: str | None = None, title: str | None = None,
+                 config: Mapping[str, Any] | None = None, notes: Sequence[str] = (),
+                 extra: Mapping[str, Any] | None = None) -> tuple[str, str]:
+    """Several tables in one ``<out_dir>/<name>.json`` and one ``<name>.md``.
+
+    Like :func:`write_results`, for a script that measures several things in
+    one run (e.g. ``bench_gpu.py``).  Each table is a mapping with ``key`` (a
+    short id), ``title``, ``rows``, ``columns`` and optionally ``notes``.  The
+    JSON holds the environment, config and notes once, then ``"tables"``; the
+    Markdown has the environment on top, then one section per table.
+    Returns the two paths.
+    """
+    out_dir = out_dir or DEFAULT_RESULTS_DIR
+    os.makedirs(out_dir, exist_ok=True)
+    json_path = os.path.join(out_dir, f"{name}.json")
+    md_path = os.path.join(out_dir, f"{name}.md")
+
+    payload: dict = {
+        "benchmark": name,
+        "title": title,
+        "environment": dict(env),
+        "config": dict(config or {}),
+        "notes": list(notes),
+        "tables": [],
+    }
+    md = [f"# {title or name}", "", format_env(env, markdown=True), ""]
+    if config:
+        md.append("Config: " + ", ".join(f"{k}={_jsonable(v)}" for k, v in config.items()))
+        md.append("")
+    if notes:
+        md.extend(notes)
+        md.append("")
+    for table in tables:
+        cols = as_columns(table["columns"])
+        payload["tables"].append({
+            "key": table.get("key"),
+            "title": table.get("title"),
+            "columns": [{"key": c.key, "header": c.title} for c in cols],
+            "rows": [dict(r) for r in table["rows"]],
+            "notes": list(table.get("notes", ())),
+        })
+        md.append(f"## {table.get('title') or table.get('key')}")
+        md.append("")
+        md.append(format_table(table["rows"], cols, markdown=True))
+        if table.get("notes"):
+            md.append("")
+            md.extend(table["notes"])
+        md.append("")
+    if extra:
+        payload.update(extra)
+    with open(json_path, "w", encoding="utf-8") as f:
+        json.dump(_jsonable(payload), f, indent=2)
+        f.write("\n")
+    with open(md_path, "w", encoding="utf-8") as f:
+        f.write("\n".join(md).rstrip("\n") + "\n")
     return json_path, md_path
 
 
