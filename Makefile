@@ -10,6 +10,11 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 TORCH_SPEC ?= torch==2.14.1
 export MAX_JOBS ?= 2
+# The CUDA backend is built whenever a CUDA toolkit is on PATH (torch's wheel
+# here is a CUDA build); asking for it explicitly makes a broken toolkit fail
+# the build instead of silently producing a CPU-only extension. Override with
+# MATBP_CUDA=0.
+export MATBP_CUDA ?= $(shell command -v nvcc >/dev/null 2>&1 && echo 1 || echo 0)
 
 DEPS_STAMP := $(VENV)/.matbp-deps
 BUILD_STAMP := $(VENV)/.matbp-build

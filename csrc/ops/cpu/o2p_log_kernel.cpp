@@ -22,6 +22,7 @@
 
 #include "../../math/o2p_log.h"
 #include "../checks.h"
+#include "../generic/o2p_log.h"
 #include "batch_loops.h"
 #include "lapack.h"
 
@@ -30,13 +31,8 @@ namespace {
 
 constexpr const char* kOp = "matbp.o2p_log";
 
-bool uses_gram_of_rows(const at::Tensor& X) { return X.size(-2) < X.size(-1); }
-
-void check_o2p_arguments(const at::Tensor& X, double eps, const char* op) {
-  check_float_matrix(X, op, "X", /*square=*/false);
-  TORCH_CHECK(std::isfinite(eps) && eps > 0, op,
-              ": argument 'eps' must be a positive finite number, got ", eps);
-}
+using generic::check_o2p_arguments;
+using generic::check_o2p_backward_arguments;
 
 // The Gram eigenvalues far below the largest carry an absolute error of
 // ~eps ||X||^2 from forming the Gram matrix, which log(eps + s) and h(s)
@@ -280,7 +276,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> o2p_log_with_eig_cpu(
     const at::Tensor& X, double eps) {
   check_o2p_arguments(X, eps, kOp);
   TORCH_CHECK(all_finite(X), kOp, ": argument 'X' contains NaN or Inf");
-  const bool rows = uses_gram_of_rows(X);
+  const bool rows = generic::o2p_uses_gram_of_rows(X);
   const int64_t m = X.size(-2), d = X.size(-1);
   if (rows) {
     const auto Xc = X.contiguous();
@@ -325,16 +321,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> o2p_log_with_eig_cpu(
 at::Tensor o2p_log_backward_cpu(const at::Tensor& gC, const at::Tensor& X, const at::Tensor& S,
                                 const at::Tensor& U, const at::Tensor& Y, double eps) {
   constexpr const char* op = "matbp.o2p_log_backward";
-  check_o2p_arguments(X, eps, op);
-  const int64_t m = X.size(-2), d = X.size(-1), k = std::min(m, d);
-  const bool rows = uses_gram_of_rows(X);
-  TORCH_CHECK(gC.sizes() == with_trailing(X, {d, d}), op, ": 'gC' must have shape (*, d, d) = ",
-              c10::IntArrayRef(with_trailing(X, {d, d})), ", got ", gC.sizes());
-  TORCH_CHECK(S.sizes() == with_trailing(X, {k}) && U.sizes() == with_trailing(X, {k, k}) &&
-                  Y.sizes() == with_trailing(X, {rows ? m : 0, d}),
-              op, ": saved tensors S (*, k), U (*, k, k), Y (*, m or 0, d), k = min(m, d) = ", k,
-              ", do not match 'X' ", X.sizes(), ": got ", S.sizes(), ", ", U.sizes(), ", ",
-              Y.sizes());
+  check_o2p_backward_arguments(gC, X, S, U, Y, eps, op);
+  const int64_t m = X.size(-2), d = X.size(-1);
+  const bool rows = generic::o2p_uses_gram_of_rows(X);
   const auto S64 = S.to(at::kDouble).contiguous();
   const auto U64 = U.to(at::kDouble);
   auto gX = at::empty(X.sizes(), X.options());

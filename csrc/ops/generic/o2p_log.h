@@ -35,6 +35,24 @@ inline void check_o2p_arguments(const at::Tensor& X, double eps, const char* op)
               ": argument 'eps' must be a positive finite number, got ", eps);
 }
 
+// The saved tensors of o2p_log_with_eig must fit X: S (*, k), U (*, k, k),
+// Y (*, m or 0, d), k = min(m, d), all on X's device.
+inline void check_o2p_backward_arguments(const at::Tensor& gC, const at::Tensor& X,
+                                         const at::Tensor& S, const at::Tensor& U,
+                                         const at::Tensor& Y, double eps, const char* op) {
+  check_o2p_arguments(X, eps, op);
+  const int64_t m = X.size(-2), d = X.size(-1), k = std::min(m, d);
+  const bool rows = o2p_uses_gram_of_rows(X);
+  TORCH_CHECK(gC.sizes() == with_trailing(X, {d, d}), op, ": 'gC' must have shape (*, d, d) = ",
+              c10::IntArrayRef(with_trailing(X, {d, d})), ", got ", gC.sizes());
+  TORCH_CHECK(S.sizes() == with_trailing(X, {k}) && U.sizes() == with_trailing(X, {k, k}) &&
+                  Y.sizes() == with_trailing(X, {rows ? m : 0, d}),
+              op, ": saved tensors S (*, k), U (*, k, k), Y (*, m or 0, d), k = min(m, d) = ", k,
+              ", do not match 'X' ", X.sizes(), ": got ", S.sizes(), ", ", U.sizes(), ", ",
+              Y.sizes());
+  for (const auto* t : {&gC, &S, &U, &Y}) check_same_device(*t, "saved tensors", X, "X", op);
+}
+
 // h(s_i) (m x m path) or log(eps + s_i) (d x d path) of clamped Gram
 // eigenvalues, in place of nothing: s is read, out written.
 struct O2pGramValues {
@@ -166,17 +184,9 @@ template <typename Backend>
 at::Tensor o2p_log_backward(const at::Tensor& gC, const at::Tensor& X, const at::Tensor& S,
                             const at::Tensor& U, const at::Tensor& Y, double eps) {
   constexpr const char* op = "matbp.o2p_log_backward";
-  check_o2p_arguments(X, eps, op);
+  check_o2p_backward_arguments(gC, X, S, U, Y, eps, op);
   const int64_t m = X.size(-2), d = X.size(-1), k = std::min(m, d), batch = batch_count(X);
   const bool rows = o2p_uses_gram_of_rows(X);
-  TORCH_CHECK(gC.sizes() == with_trailing(X, {d, d}), op, ": 'gC' must have shape (*, d, d) = ",
-              c10::IntArrayRef(with_trailing(X, {d, d})), ", got ", gC.sizes());
-  TORCH_CHECK(S.sizes() == with_trailing(X, {k}) && U.sizes() == with_trailing(X, {k, k}) &&
-                  Y.sizes() == with_trailing(X, {rows ? m : 0, d}),
-              op, ": saved tensors S (*, k), U (*, k, k), Y (*, m or 0, d), k = min(m, d) = ", k,
-              ", do not match 'X' ", X.sizes(), ": got ", S.sizes(), ", ", U.sizes(), ", ",
-              Y.sizes());
-  for (const auto* t : {&gC, &S, &U, &Y}) check_same_device(*t, "saved tensors", X, "X", op);
   if (batch == 0 || m == 0 || d == 0) return at::zeros(X.sizes(), X.options());
   const auto G = symmetric_part(gC.to(at::kDouble).reshape({batch, d, d}));
   const auto s = S.to(at::kDouble).reshape({batch, k}).contiguous();
