@@ -103,13 +103,12 @@ def cusolver_paths(cuda_home):
         # Only the headers the toolkit lacks, so the wheel's copies of the
         # runtime headers never shadow nvcc's own.
         staged = os.path.join(ROOT, "build", "matbp_cuda_include")
-        os.makedirs(staged, exist_ok=True)
+        shutil.rmtree(staged, ignore_errors=True)  # links of an earlier environment
+        os.makedirs(staged)
         source = wheel_includes[0]
         for header in os.listdir(source):
-            link = os.path.join(staged, header)
-            if os.path.exists(os.path.join(toolkit_include, header)) or os.path.lexists(link):
-                continue
-            os.symlink(os.path.join(source, header), link)
+            if not os.path.exists(os.path.join(toolkit_include, header)):
+                os.symlink(os.path.join(source, header), os.path.join(staged, header))
         include_dirs.append(staged)
     wheel_versioned = sorted(l for l in wheel_libs if re.search(r"libcusolver\.so\.\d+$", l))
     toolkit_lib = os.path.join(cuda_home, "lib64", "libcusolver.so")

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdlib>
 #include <cstdint>
 #include <mutex>
 #include <vector>
@@ -97,7 +98,21 @@ std::pair<at::Tensor, at::Tensor> finite_copy(const at::Tensor& X, int64_t batch
   return {finite, work};
 }
 
-constexpr int64_t kSyevjBatchedMaxN = 32;
+// syevjBatched takes n <= 32 only. MATBP_SYEVJ_MAX_N (0..32) moves the
+// crossover to XsyevBatched down, to compare the two solvers on a GPU.
+int64_t syevj_batched_max_n() {
+  static const int64_t max_n = [] {
+    constexpr int64_t kSolverLimit = 32;
+    const char* env = std::getenv("MATBP_SYEVJ_MAX_N");
+    if (env == nullptr || *env == '\0') return kSolverLimit;
+    char* end = nullptr;
+    const long value = std::strtol(env, &end, 10);
+    TORCH_CHECK(end != env && *end == '\0' && value >= 0 && value <= kSolverLimit,
+                "matbp: MATBP_SYEVJ_MAX_N must be an integer in [0, 32], got '", env, "'");
+    return static_cast<int64_t>(value);
+  }();
+  return max_n;
+}
 constexpr int64_t kGesvdjBatchedMaxDim = 32;
 // Batches larger than this go to the 32-bit batched solvers in chunks.
 constexpr int64_t kMaxChunk = int64_t(1) << 20;
@@ -211,7 +226,7 @@ EigenResult sym_eig_cusolver(const at::Tensor& A, const char* op, const char* ar
   auto [finite, work] = finite_copy(A, batch);
   auto W = at::empty({batch, n}, opts);
   auto info = at::zeros({batch}, opts.dtype(at::kInt));
-  if (n <= kSyevjBatchedMaxN) {
+  if (n <= syevj_batched_max_n()) {
     syevj_batched(work.data_ptr<double>(), W.data_ptr<double>(), info.data_ptr<int>(), batch,
                   static_cast<int>(n), A, op);
   } else {

@@ -25,7 +25,7 @@ void check_cusolver(cusolverStatus_t status, const char* op, const char* call);
 // Symmetric eigendecomposition of (*, n, n) float32/float64 CUDA matrices
 // (the lower triangle is read, as on the CPU), in float64: syevjBatched for
 // n <= 32, cusolverDnXsyevBatched above (cuSOLVER >= 11.7.1; else a loop of
-// Xsyevd). Non-finite matrices are not handed to the solver: their flags
+// Xsyevd; MATBP_SYEVJ_MAX_N lowers the crossover). Non-finite matrices are not handed to the solver: their flags
 // are cleared instead.
 EigenResult sym_eig_cusolver(const at::Tensor& A, const char* op, const char* arg);
 
