@@ -50,7 +50,7 @@ test-cpp: $(DEPS_STAMP)
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libgtest-dev >/dev/null; \
 	  else echo "make test-cpp: GoogleTest is missing; install Debian's libgtest-dev" >&2; exit 1; fi; }
 	$(VENV)/bin/cmake -S . -B $(CMAKE_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release \
-	  -DPython3_EXECUTABLE=$(abspath $(PY))
+	  -DPython3_EXECUTABLE=$(abspath $(PY)) -DMATBP_WITH_CUDA=$(if $(filter 1,$(MATBP_CUDA)),ON,OFF)
 	$(VENV)/bin/cmake --build $(CMAKE_BUILD) -j $(MAX_JOBS)
 	cd $(CMAKE_BUILD) && $(abspath $(VENV))/bin/ctest --output-on-failure
 

@@ -114,4 +114,21 @@ TEST_F(MatbpOps, ProjectorOfLowRankMatrixMatchesQr) {
   EXPECT_LT(max_abs_diff(matbp::projector(at::matmul(F, F.mT())), at::matmul(Q, Q.mT())), 1e-12);
 }
 
+#ifdef MATBP_TEST_EXPECT_CUDA
+// A libmatbp built with MATBP_WITH_CUDA registers a CUDA kernel for every
+// tensor operator (or it is composite); no GPU is needed to check that.
+TEST(MatbpRegistration, EveryTensorOperatorHasACudaKernel) {
+  int checked = 0;
+  for (const auto& name : c10::Dispatcher::singleton().getAllOpNames()) {
+    if (name.name.rfind("matbp::", 0) != 0 || name.name == "matbp::set_sync_checks") continue;
+    const auto handle = c10::Dispatcher::singleton().findSchemaOrThrow(name.name.c_str(), "");
+    EXPECT_TRUE(handle.hasKernelForDispatchKey(c10::DispatchKey::CUDA) ||
+                handle.hasKernelForDispatchKey(c10::DispatchKey::CompositeImplicitAutograd))
+        << name.name;
+    ++checked;
+  }
+  EXPECT_GE(checked, 16);
+}
+#endif
+
 }  // namespace
