@@ -888,10 +888,8 @@ def _sync_free_case(name):
     raise ValueError(name)
 
 
-@needs_cuda
-@pytest.mark.parametrize("name", SYNC_FREE_CASES)
-def test_forward_and_backward_do_not_synchronize(name):
-    f, X = _sync_free_case(name)
+def _fwd_bwd_step(f, X):
+    """A forward+backward of f at X with a fixed random functional of its outputs."""
     X.requires_grad_()
     weights = [torch.randn_like(o) for o in f(X)]
 
@@ -902,6 +900,14 @@ def test_forward_and_backward_do_not_synchronize(name):
             loss = loss + (o * w).sum()
         (g,) = torch.autograd.grad(loss, X)
         return outs, g
+
+    return step
+
+
+@needs_cuda
+@pytest.mark.parametrize("name", SYNC_FREE_CASES)
+def test_forward_and_backward_do_not_synchronize(name):
+    step = _fwd_bwd_step(*_sync_free_case(name))
 
     step()  # warm-up: one-time initialisation (handles, workspaces) may synchronise
     torch.cuda.synchronize()
@@ -926,17 +932,7 @@ def test_host_does_not_wait_for_the_gpu(name):
     sees any (cudaStreamSynchronize, a blocking copy, a cuSOLVER host
     workspace): with the GPU kept busy by a long sleep kernel, queuing the
     forward and backward must return to the host long before the GPU is done."""
-    f, X = _sync_free_case(name)
-    X.requires_grad_()
-    weights = [torch.randn_like(o) for o in f(X)]
-
-    def step():
-        outs = f(X)
-        loss = 0
-        for o, w in zip(outs, weights):
-            loss = loss + (o * w).sum()
-        (g,) = torch.autograd.grad(loss, X)
-        return outs, g
+    step = _fwd_bwd_step(*_sync_free_case(name))
 
     for _ in range(2):  # warm-up: handles, workspaces and cached allocations
         step()
