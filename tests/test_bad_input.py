@@ -1,6 +1,8 @@
 """Bad input gets a clear exception naming the op, the argument and what was
 expected: never a crash, a hang or silent NaN (design notes §6)."""
 
+import re
+
 import pytest
 import torch
 
@@ -61,13 +63,21 @@ def test_sizes_beyond_32bit_lapack(name, call, n):
 
 def test_backward_shape_mismatch():
     L, V = matbp.sym_eig(random_symmetric((2,), 3))
-    with pytest.raises(RuntimeError, match="matbp.sym_eig_backward: 'gV' must have the shape of 'V'"):
+    with pytest.raises(RuntimeError, match=re.escape(
+            "matbp.sym_eig_backward: argument 'gV' must have shape [2, 3, 3] to match 'V' of "
+            "shape [2, 3, 3], got [2, 4, 4]")):
         torch.ops.matbp.sym_eig_backward(None, torch.zeros(2, 4, 4, dtype=torch.float64), L, V)
-    with pytest.raises(RuntimeError, match="matbp.sym_eig_backward: 'L' must have shape"):
+    with pytest.raises(RuntimeError, match="matbp.sym_eig_backward: argument 'L' must have shape"):
         torch.ops.matbp.sym_eig_backward(None, None, L[..., :2], V)
-    U, S, W = matbp.svd(torch.randn(2, 5, 3, dtype=torch.float64))
-    with pytest.raises(RuntimeError, match="matbp.svd_backward: 'gS' must have the shape of 'S'"):
-        torch.ops.matbp.svd_backward(None, torch.zeros(2, 4, dtype=torch.float64), None, U, S, W)
+    U, S, W = matbp.svd(torch.randn(1000, 5, 3, dtype=torch.float64))
+    with pytest.raises(RuntimeError, match="matbp.svd_backward: argument 'gS' must have shape"):
+        torch.ops.matbp.svd_backward(None, torch.zeros(1000, 4, dtype=torch.float64), None, U, S, W)
+    # The issue's heap corruption: S of another batch than U.
+    with pytest.raises(RuntimeError, match=re.escape(
+            "matbp.svd_backward: argument 'S' must have shape [1000, 3] to match 'U'")):
+        torch.ops.matbp.svd_backward(torch.ones_like(U), None, None, U, S[:1], W)
+    with pytest.raises(RuntimeError, match="matbp.sym_fn_backward: argument 'L' must have shape"):
+        torch.ops.matbp.sym_fn_backward(torch.ones(2, 3, 3, dtype=torch.float64), torch.ones(()), V, "log", 1.0)
 
 
 def test_error_under_torch_compile_names_the_op():

@@ -240,7 +240,7 @@ def test_torch_compile_fullgraph():
 def test_bad_input():
     X = features(10, 3, seed=26)
     labels = random_labels(10, [0, 1], seed=27)
-    with pytest.raises(RuntimeError, match="matbp.ncut_projector_distance: argument 'labels' out of range"):
+    with pytest.raises(RuntimeError, match="matbp.ncut_j2: argument 'labels' out of range"):
         matbp.ncut_j2(X, labels - 5)
     with pytest.raises(RuntimeError, match="argument 'labels' must have shape \\(\\*, m\\)"):
         matbp.ncut_j2(X, labels[:9])
@@ -250,7 +250,7 @@ def test_bad_input():
         matbp.ncut_j2(X, labels.double())
     Xn = X.clone()
     Xn[3, 1] = float("nan")
-    with pytest.raises(RuntimeError, match="matbp.ncut_projector_distance: the features contain NaN or Inf"):
+    with pytest.raises(RuntimeError, match="matbp.ncut_j2: argument 'X' contains NaN or Inf"):
         matbp.ncut_j2(Xn, labels)
     Xneg = X.clone()
     Xneg[0] = -10 * Xneg[0]  # pixel 0 now has a negative degree
@@ -318,3 +318,141 @@ def test_projector_opcheck_and_compile():
     A_e = A.clone().requires_grad_()
     matbp.projector(A_e).sum().backward()
     torch.testing.assert_close(A_r.grad, A_e.grad)
+
+
+# ----------------------------------------------------------------- hardening
+
+
+@pytest.mark.parametrize("objective", [matbp.ncut_j1, matbp.ncut_j2], ids=["j1", "j2"])
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool, torch.float16])
+def test_objectives_reject_non_float_features(objective, dtype):
+    # ncut_j1 used to compute integer features and cast J back: J = 0 or 2 instead of 2.24.
+    X = (features(10, 3, seed=40) * 3).to(dtype)
+    labels = random_labels(10, [0, 1], seed=41)
+    with pytest.raises(ValueError, match=f"matbp.{objective.__name__}: argument 'X' must be float32 or float64"):
+        objective(X, labels)
+
+
+def test_nonsymmetric_lambda_rejected_everywhere():
+    X = features(30, 4, seed=42)
+    labels = random_labels(30, [0, 1], seed=43)
+    Lam = spd(4, seed=44)
+    bad = Lam.clone()
+    bad[0, 1] += 0.5
+    calls = {
+        "matbp.ncut_j1": lambda L: matbp.ncut_j1(X, labels, L),
+        "matbp.ncut_j2": lambda L: matbp.ncut_j2(X, labels, L),
+        "matbp.ncut_degrees": lambda L: matbp.ncut_degrees(X, L),
+        "matbp.nn.NormalizedCutsLoss": lambda L: matbp.nn.NormalizedCutsLoss("j1")(X, labels, L),
+        "matbp.ncut.segment": lambda L: matbp.ncut.segment(X, (5, 6), ks=2, Lambda=L),
+    }
+    for op, call in calls.items():
+        with pytest.raises(ValueError, match=f"{op}: argument 'Lambda' must be symmetric"):
+            call(bad)
+        call(Lam)
+        # rounding-level asymmetry (a Λ formed as A Aᵀ) is accepted, in float64 and float32
+        call(Lam + 1e-13 * torch.triu(torch.ones(4, 4, dtype=torch.float64), 1))
+        A = torch.rand(4, 4, generator=gen(45))
+        call((A @ A.T + 1e-6 * torch.rand(4, 4, generator=gen(46)).triu(1)).float())
+    # per-image Λ: one bad matrix in the batch
+    Ls = torch.stack([Lam, bad])
+    with pytest.raises(ValueError, match="matbp.ncut_j2: argument 'Lambda' must be symmetric"):
+        matbp.ncut_j2(X.expand(2, 30, 4), labels.expand(2, 30), Ls)
+
+
+X10 = features(10, 3, seed=47)
+L10 = random_labels(10, [0, 1], seed=48)
+
+
+@pytest.mark.parametrize(
+    "args, error, message",
+    [
+        ((X10, L10, torch.eye(4, dtype=torch.float64)), ValueError,
+         r"argument 'Lambda' must have shape \(d, d\) or \(\*, d, d\) = \(3, 3\) to match 'X' of shape \(10, 3\)"),
+        ((X10, L10, torch.eye(3, dtype=torch.int64)), ValueError, "argument 'Lambda' must be float32 or float64"),
+        ((X10, L10, torch.full((3, 3), float("nan"), dtype=torch.float64)), ValueError, "argument 'Lambda' contains NaN"),
+        ((X10, L10[:9]), ValueError, r"argument 'labels' must have shape \(\*, m\) = \(10,\) to match 'X'"),
+        ((X10, L10.double()), ValueError, "argument 'labels' must be an integer tensor"),
+        ((X10, L10.to("meta")), ValueError, "argument 'labels' is on meta but 'X' is on cpu"),
+        ((X10, L10 - 5), ValueError, r"argument 'labels' out of range: ids must be in \[0, 2\^40\), got -5"),
+        ((X10[0], L10[:1]), ValueError, "argument 'X' must have shape \\(\\*, m, d\\), got a 1-dimensional"),
+        ((X10[:0], L10[:0]), ValueError, r"argument 'X' needs at least one pixel"),
+        ((torch.where(X10 > 0.5, float("inf"), X10), L10), ValueError, "argument 'X' contains NaN or Inf"),
+        ((X10.tolist(), L10), TypeError, "argument 'X' must be a tensor"),
+        ((X10, L10, None, "1e-3"), TypeError, "argument 'rtol' must be None or a finite number >= 0, got str"),
+        ((X10, L10, None, -1.0), ValueError, "argument 'rtol' must be None or a finite number >= 0, got -1.0"),
+        ((X10, L10, None, float("nan")), ValueError, "argument 'rtol' must be None or a finite number >= 0, got nan"),
+    ],
+    ids=["Lambda-size", "Lambda-dtype", "Lambda-nan", "labels-shape", "labels-dtype", "labels-device",
+         "labels-negative", "X-1d", "X-empty", "X-inf", "X-list", "rtol-str", "rtol-negative", "rtol-nan"],
+)
+@pytest.mark.parametrize("objective", [matbp.ncut_j1, matbp.ncut_j2], ids=["j1", "j2"])
+def test_objective_errors_name_the_op_and_the_users_arguments(objective, args, error, message):
+    # Errors used to name 'Y', 'weights' or 'the projected features' (arguments of the
+    # core the user never passed), or escape from a matmul without the op's name.
+    with pytest.raises(error, match=f"^matbp.{objective.__name__}: {message}") as info:
+        objective(*args)
+    if error is ValueError:
+        assert isinstance(info.value, RuntimeError)  # the documented contract for bad input
+
+
+def test_normalized_cuts_loss_errors():
+    with pytest.raises(ValueError, match="matbp.nn.NormalizedCutsLoss: argument 'rtol' must be None or"):
+        matbp.nn.NormalizedCutsLoss("j2", rtol=-1e-3)
+    with pytest.raises(ValueError, match="matbp.nn.NormalizedCutsLoss: argument 'labels' must have shape"):
+        matbp.nn.NormalizedCutsLoss("j1")(X10, L10[:9])
+
+
+@pytest.mark.parametrize("objective", [matbp.ncut_j1, matbp.ncut_j2], ids=["j1", "j2"])
+@pytest.mark.parametrize("with_lambda", [False, True], ids=["I", "Lambda"])
+def test_objectives_are_exact_at_tiny_and_huge_scales(objective, with_lambda):
+    # W = X Λ Xᵀ underflows at 1e-160 (NaN gradients, and J1 raised "degrees must
+    # be positive") and overflows at 1e300. J is invariant to X -> cX, the gradient scales as 1/c.
+    X = features(30, 4, seed=49, batch=(2,))
+    labels = random_labels(30, [0, 1, 2], seed=50, batch=(2,))
+    Lam = spd(4, seed=51) if with_lambda else None
+
+    def run(X, Lam):
+        Xr = X.clone().requires_grad_()
+        Lr = None if Lam is None else Lam.clone().requires_grad_()
+        J = objective(Xr, labels, Lr)
+        J.sum().backward()
+        return J.detach(), Xr.grad, None if Lam is None else Lr.grad
+
+    J0, gX0, gL0 = run(X, Lam)
+    # powers of two (1.5e-160, 8.2e149, 1e-301): bitwise the same numbers
+    for e in (-531, 498, -1000):
+        c = 2.0**e
+        J, gX, gL = run(X * c, None if Lam is None else Lam * 2.0**-e)
+        assert torch.equal(J, J0) and torch.equal(gX * c, gX0)
+        if with_lambda:
+            assert torch.equal(gL * 2.0**-e, gL0)
+    # other scales, different per image: equal to rounding
+    scale = torch.tensor([1e-160, 1e150], dtype=torch.float64).view(2, 1, 1)
+    J, gX, _ = run(X * scale, Lam)
+    torch.testing.assert_close(J, J0, rtol=1e-12, atol=0)
+    torch.testing.assert_close(gX * scale, gX0, rtol=1e-10, atol=0)
+    if objective is matbp.ncut_j2:
+        # max|X| = max|Λ| = 1: no rescaling, the same numbers as the core's
+        Xn = (X / X.abs().amax((-2, -1), keepdim=True)).requires_grad_()
+        Ln = None if Lam is None else Lam / Lam.abs().max()
+        core = torch.ops.matbp.ncut_projector_distance_with_basis(Xn, torch.ones(2, 30, dtype=torch.float64), labels, Ln, None)[0]
+        (gcore,) = torch.autograd.grad(core.sum(), Xn)
+        J, gX, _ = run(Xn.detach(), Ln)
+        assert torch.equal(J, core.detach()) and torch.equal(gX, gcore)
+
+
+def test_tiny_scale_under_torch_compile():
+    X = features(16, 3, seed=52, batch=(2,)) * 1e-160
+    labels = random_labels(16, [0, 1, 2], seed=53, batch=(2,))
+
+    @torch.compile(fullgraph=True, backend="aot_eager")
+    def loss(X):
+        return matbp.ncut_j1(X, labels).sum() + matbp.ncut_j2(X, labels).sum()
+
+    Xa = X.clone().requires_grad_()
+    loss(Xa).backward()
+    Xb = X.clone().requires_grad_()
+    (matbp.ncut_j1(Xb, labels).sum() + matbp.ncut_j2(Xb, labels).sum()).backward()
+    assert torch.isfinite(Xa.grad).all()
+    torch.testing.assert_close(Xa.grad, Xb.grad, rtol=1e-10, atol=0)

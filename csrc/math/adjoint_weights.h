@@ -50,12 +50,17 @@ MATBP_HOST_DEVICE inline T pseudo_inverse(T s, T tie_tol) {
 }
 
 // Off-diagonal entry (i != j) of the inner SVD adjoint
-//   K o (M - M^T) S + S K o (N - N^T),  M = U^T gU, N = V^T gV.
+//   K o (M - M^T) S + S K o (N - N^T),  M = U^T gU, N = V^T gV,
+// as [(m_ij - m_ji) s_j / (s_i + s_j) + (n_ij - n_ji) s_i / (s_i + s_j)] / (s_j - s_i):
+// K_ij itself, ~1/s^2, overflows for singular values below ~1e-154 where
+// the entry (~1/s) is still finite.
 template <typename T>
 MATBP_HOST_DEVICE inline T svd_adjoint_entry(T m_ij, T m_ji, T n_ij, T n_ji, T s_i, T s_j,
                                              T tie_tol) {
-  const T k = svd_adjoint_weight(s_i, s_j, tie_tol);
-  return k * ((m_ij - m_ji) * s_j + s_i * (n_ij - n_ji));
+  const T gap = s_j - s_i;
+  if (abs(gap) <= tie_tol) return T(0);
+  const T sum = s_i + s_j;
+  return ((m_ij - m_ji) * (s_j / sum) + (n_ij - n_ji) * (s_i / sum)) / gap;
 }
 
 }  // namespace matbp::math

@@ -10,6 +10,8 @@
 //   h(s) = phi(s / eps) / eps,  phi(x) = log1p(x) / x,
 //   h[s_i, s_j] = phi[x_i, x_j] / eps^2.
 
+#include <cstdint>
+
 #include "divided_differences.h"
 #include "host_device.h"
 
@@ -43,19 +45,25 @@ MATBP_HOST_DEVICE inline T log1p_ratio_divided_difference(T x, T y) {
     return (log1p_ratio(hi) - log1p_ratio(lo)) / (hi - lo);
   }
   // Close, both >= kPhiSeriesThreshold / 2:
-  //   phi[lo, hi] = (hi * log1p[lo, hi] - log1p(hi)) / (lo * hi),
+  //   phi[lo, hi] = (log1p[lo, hi] - phi(hi)) / lo,
   // with log1p[lo, hi] = log1p(g) / g / (1 + lo), g = (hi - lo) / (1 + lo),
   // which never subtracts close numbers; the remaining subtraction loses at
-  // most a factor ~2 / hi <= 40 in relative accuracy.
+  // most a factor ~2 / hi <= 40 in relative accuracy. (No lo * hi: it
+  // overflows for x ~ s / eps beyond 1e154.)
   const T g = (hi - lo) / (T(1) + lo);
   const T log1p_dd = log1p_ratio(g) / (T(1) + lo);
-  return (hi * log1p_dd - log1p(hi)) / (lo * hi);
+  return (log1p_dd - log1p_ratio(hi)) / lo;
 }
+
+// Beyond this s / eps (tiny eps), log1p(s / eps) = log(s) - log(eps) to
+// working precision, and s / eps itself may overflow.
+constexpr double kO2pLogRatioLimit = 1e300;
 
 // h(s) = log1p(s / eps) / s, s >= 0.
 template <typename T>
 MATBP_HOST_DEVICE inline T o2p_h(T s, T eps) {
-  return log1p_ratio(s / eps) / eps;
+  const T x = s / eps;
+  return x <= T(kO2pLogRatioLimit) ? log1p_ratio(x) / eps : (log(s) - log(eps)) / s;
 }
 
 // h[s_i, s_j], the coupling of the m x m path's backward. h_i = o2p_h(s_i)
@@ -71,24 +79,33 @@ MATBP_HOST_DEVICE inline T o2p_h_divided_difference(T s_i, T s_j, T h_i, T h_j, 
   if (hi < T(kPhiSeriesThreshold)) {
     return log1p_ratio_divided_difference(hi, lo) / eps / eps;
   }
-  if (hi - lo > T(0.5) * hi) {
+  if (s_hi - s_lo > T(0.5) * s_hi) {
     return (h_i - h_j) / (s_i - s_j);
   }
-  const T g = (hi - lo) / (T(1) + lo);
-  const T log1p_dd = log1p_ratio(g) / (T(1) + lo);
-  return (hi * log1p_dd - h_hi * s_hi) / (lo * hi) / eps / eps;
+  // The close branch of log1p_ratio_divided_difference in units of s:
+  // phi[lo, hi] / eps^2 = (log1p[lo, hi] / eps - h_hi) / s_lo, with
+  // log1p[lo, hi] / eps = log1p_ratio(g) / (eps + s_lo). Nothing here
+  // overflows or underflows for tiny eps (s / eps up to 1e300).
+  const T g = (s_hi - s_lo) / (eps + s_lo);
+  return (log1p_ratio(g) / (eps + s_lo) - h_hi) / s_lo;
 }
 
-// Eigenvalues of a Gram matrix are >= 0; a solver may return -O(eps ||K||).
+// Gram eigenvalues s = sigma^2 at or below this are zero to working
+// precision: a backward-stable solver cannot resolve singular values of X
+// below max(m, d) eps sigma_max (the numerical rank, as matrix_rank has it),
+// and what it returns there is noise of that size, which h(s) ~ 1/eps and
+// log(eps + s) would amplify into an O(1) error of C (X = 1e15 * ones).
 template <typename T>
-MATBP_HOST_DEVICE inline T clamp_gram_eigenvalue(T s) {
-  return fmax(s, T(0));
+MATBP_HOST_DEVICE inline T o2p_gram_zero_cutoff(T s_max, int64_t m, int64_t d) {
+  const T r = T(m > d ? m : d) * machine_epsilon<T>();
+  return r * r * s_max;
 }
 
 // log(eps + s) for s >= 0, exact for s << eps.
 template <typename T>
 MATBP_HOST_DEVICE inline T o2p_log_eigenvalue(T s, T eps) {
-  return log(eps) + log1p(s / eps);
+  const T x = s / eps;
+  return x <= T(kO2pLogRatioLimit) ? log(eps) + log1p(x) : log(s);
 }
 
 }  // namespace matbp::math

@@ -11,18 +11,27 @@
 #include <cstdlib>
 #include <cstring>
 #include <cstdint>
+#include <optional>
+#include <vector>
 
 namespace matbp::ops {
 
-// A float32/float64 tensor of at least 2 dims, square if asked.
-inline void check_float_matrix(const at::Tensor& t, const char* op, const char* arg,
-                               bool square) {
+// Whether an optional tensor argument was passed.
+inline bool given(const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
+
+inline void check_float_dtype(const at::Tensor& t, const char* op, const char* arg) {
   TORCH_CHECK(t.defined(), op, ": argument '", arg, "' is undefined");
   const auto dtype = t.scalar_type();
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, op, ": argument '", arg,
               "' must be float32 or float64 (half and bfloat16 are not supported: "
               "convert with .float()), got ",
               dtype);
+}
+
+// A float32/float64 tensor of at least 2 dims, square if asked.
+inline void check_float_matrix(const at::Tensor& t, const char* op, const char* arg,
+                               bool square) {
+  check_float_dtype(t, op, arg);
   TORCH_CHECK(t.dim() >= 2, op, ": argument '", arg,
               "' must be a batch of matrices with shape (*, m, n), got a ", t.dim(),
               "-dimensional tensor");
@@ -30,6 +39,31 @@ inline void check_float_matrix(const at::Tensor& t, const char* op, const char* 
     TORCH_CHECK(t.size(-1) == t.size(-2), op, ": argument '", arg,
                 "' must be a batch of square matrices (*, n, n), got shape ", t.sizes());
   }
+}
+
+inline void check_same_device(const at::Tensor& a, const char* a_name, const at::Tensor& b,
+                              const char* b_name, const char* op) {
+  TORCH_CHECK(a.device() == b.device(), op, ": arguments '", a_name, "' and '", b_name,
+              "' must be on the same device, got ", a.device(), " and ", b.device());
+}
+
+// A float32/float64 argument whose shape is fixed by another one, `ref`:
+// exactly `shape`, on ref's device. Backward ops check every argument this
+// way before touching memory, since their kernels index one tensor by the
+// sizes of another.
+inline void check_fits(const at::Tensor& t, const char* op, const char* arg,
+                       at::IntArrayRef shape, const at::Tensor& ref, const char* ref_arg) {
+  check_float_dtype(t, op, arg);
+  check_same_device(t, arg, ref, ref_arg, op);
+  TORCH_CHECK(t.sizes() == shape, op, ": argument '", arg, "' must have shape ", shape,
+              " to match '", ref_arg, "' of shape ", ref.sizes(), ", got ", t.sizes());
+}
+
+// The batch sizes of (*, r, c) matrices followed by `trailing`.
+inline std::vector<int64_t> with_trailing(const at::Tensor& t, std::vector<int64_t> trailing) {
+  std::vector<int64_t> shape(t.sizes().begin(), t.sizes().end() - 2);
+  shape.insert(shape.end(), trailing.begin(), trailing.end());
+  return shape;
 }
 
 // Sync checks: CUDA kernels find per-matrix failures (NaN/Inf input, no
@@ -47,12 +81,6 @@ inline std::atomic<bool>& sync_checks_flag() {
 inline bool sync_checks_enabled() { return sync_checks_flag().load(std::memory_order_relaxed); }
 // Returns the previous setting.
 inline bool set_sync_checks(bool enabled) { return sync_checks_flag().exchange(enabled); }
-
-inline void check_same_device(const at::Tensor& a, const char* a_name, const at::Tensor& b,
-                               const char* b_name, const char* op) {
-  TORCH_CHECK(a.device() == b.device(), op, ": arguments '", a_name, "' and '", b_name,
-              "' must be on the same device, got ", a.device(), " and ", b.device());
-}
 
 // LAPACK takes 32-bit integers: refuse sizes whose arrays or workspaces
 // would overflow them rather than let LAPACK write out of bounds.

@@ -11,7 +11,7 @@ from . import _C  # noqa: F401  registers the operators
 from . import _ops  # noqa: F401  registers fake kernels and autograd
 from . import data, metrics, ncut, nn  # noqa: F401
 from ._ops import built_with_cuda, o2p_log, projector, set_sync_checks, svd, sym_eig, sym_fn, sync_checks
-from .objectives import affinity_rank, ncut_degrees, ncut_j1, ncut_j2
+from .objectives import ArgumentError, affinity_rank, ncut_degrees, ncut_j1, ncut_j2
 
 __version__ = "0.1.0"
 
@@ -25,6 +25,7 @@ __all__ = [
     "ncut_j2",
     "ncut_degrees",
     "affinity_rank",
+    "ArgumentError",
     "set_sync_checks",
     "sync_checks",
     "built_with_cuda",

@@ -7,6 +7,9 @@ work.
 """
 
 import contextlib
+import math
+import numbers
+import sys
 from typing import Optional, Tuple
 
 import torch
@@ -46,23 +49,150 @@ def sync_checks(enabled: bool = True):
         set_sync_checks(previous)
 
 
-def _no_double_backward(op_name: str):
-    def backward(ctx, *grads):
+# ------------------------------------------------------- autograd modes
+#
+# Only first-order reverse mode is supported. Everything else is an error,
+# never a silently wrong derivative:
+#
+# - Forward mode. An op registered with register_autograd has no jvp: a dual
+#   tensor that does not require grad takes the no-grad path and its tangent
+#   is dropped (a zero tangent under torch.func.jvp). The Autograd kernel that
+#   register_autograd builds is therefore registered behind a check for
+#   tangents (_GuardedAutogradLibrary), which sees direct torch.ops calls and
+#   the dual tensors that torch.func.jvp/jacfwd hand to the Autograd key.
+# - torch.func reverse mode (grad, vjp, jacrev): the autograd.Function that
+#   register_autograd builds has no setup_context staticmethod, so torch
+#   raises an obscure RuntimeError under these transforms; the same guard
+#   raises a clear NotImplementedError instead.
+# - Double backward: the backward ops' inputs are mostly saved
+#   non-differentiable outputs, so an autograd formula on the backward op
+#   alone (_no_double_backward) does not fire and second derivatives would
+#   silently drop the term. Every backward therefore raises when it runs with
+#   grad mode on, i.e. under create_graph=True (_forbid_create_graph).
+
+_FORWARD_AD_UNSUPPORTED = (
+    "forward-mode AD (torch.func.jvp, jacfwd, hessian, torch.autograd.forward_ad) is not supported"
+)
+
+
+def _has_forward_tangent(args) -> bool:
+    # Tangents exist only inside a dual level (torch.func.jvp enters one too).
+    level = torch.autograd.forward_ad._current_level
+    if level < 0 or not torch._C._is_fwd_grad_enabled():
+        return False
+    return any(
+        isinstance(a, Tensor) and torch._VF._unpack_dual(a, level=level)[1] is not None
+        for a in args
+    )
+
+
+def _guard_autograd_kernel(kernel, public_name: str):
+    def guarded(keyset, *args, **kwargs):
+        if _has_forward_tangent(args):
+            raise NotImplementedError(f"{public_name}: {_FORWARD_AD_UNSUPPORTED}")
+        if (
+            torch._C._are_functorch_transforms_active()
+            and torch.is_grad_enabled()
+            and torch._C._any_requires_grad(*args)
+        ):
+            raise NotImplementedError(
+                f"{public_name}: torch.func reverse-mode transforms (grad, vjp, jacrev, hessian) "
+                "are not supported; use torch.autograd.grad or Tensor.backward"
+            )
+        return kernel(keyset, *args, **kwargs)
+
+    return guarded
+
+
+class _GuardedAutogradLibrary(torch.library.Library):
+    """A fragment of the matbp library whose Autograd kernels are guarded.
+
+    torch.library.register_autograd(..., lib=this) builds its Autograd kernel
+    as usual and registers it through ``impl``, which puts the checks of
+    :func:`_guard_autograd_kernel` in front of it.
+    """
+
+    def __init__(self, public_name: str):
+        super().__init__("matbp", "FRAGMENT")
+        self.public_name = public_name
+        self.guarded = False
+
+    def impl(self, op_name, fn, dispatch_key="", *, with_keyset=False, **kwargs):
+        if dispatch_key == "Autograd" and with_keyset:
+            fn = _guard_autograd_kernel(fn, self.public_name)
+            self.guarded = True
+        return super().impl(op_name, fn, dispatch_key, with_keyset=with_keyset, **kwargs)
+
+
+_autograd_libs = []  # a Library deregisters its kernels when collected
+
+
+def _register_autograd(op_name: str, public_name: str, backward, setup_context=None) -> None:
+    lib = _GuardedAutogradLibrary(public_name)
+    torch.library.register_autograd(
+        f"matbp::{op_name}", backward, setup_context=setup_context, lib=lib
+    )
+    if not lib.guarded:  # torch changed how register_autograd registers
+        raise RuntimeError(
+            f"matbp: could not guard the Autograd kernel of matbp::{op_name} against forward-mode AD"
+        )
+    _autograd_libs.append(lib)
+
+
+def _forbid_create_graph(public_name: str) -> None:
+    # Backward runs with grad mode on exactly when create_graph=True.
+    if torch.is_grad_enabled():
         raise NotImplementedError(
-            f"matbp.{op_name}: double backward (differentiating a gradient) is not supported"
+            f"{public_name}: double backward (differentiating a gradient, create_graph=True) "
+            "is not supported"
         )
 
-    torch.library.register_autograd(f"matbp::{op_name}", backward)
+
+def _no_double_backward(op_name: str):
+    # For direct calls of a backward op on tensors that require grad.
+    def backward(ctx, *grads):
+        raise NotImplementedError(
+            f"matbp.{op_name}: double backward (differentiating a gradient, create_graph=True) "
+            "is not supported"
+        )
+
+    _register_autograd(op_name, f"matbp.{op_name}", backward)
 
 
-def _check_float_matrix(t: Tensor, op: str, arg: str, square: bool) -> None:
-    # Fake kernels repeat the shape and dtype checks of the real kernels so
-    # that tracing fails with the same message as eager execution.
+# Fake kernels repeat the argument checks of the real kernels (csrc/ops/checks.h)
+# so that tracing fails with the same message as eager execution, and so that
+# a meta tensor among CPU or CUDA arguments (the Meta key wins the dispatch)
+# is an error, not an uninitialised result on the other device.
+
+
+def _check_float_dtype(t: Tensor, op: str, arg: str) -> None:
     torch._check(
         t.dtype in (torch.float32, torch.float64),
         lambda: f"{op}: argument '{arg}' must be float32 or float64 (half and bfloat16 are "
         f"not supported: convert with .float()), got {t.dtype}",
     )
+
+
+def _check_same_device(t: Tensor, arg: str, ref: Tensor, ref_arg: str, op: str) -> None:
+    torch._check(
+        t.device == ref.device,
+        lambda: f"{op}: arguments '{arg}' and '{ref_arg}' must be on the same device, "
+        f"got {t.device} and {ref.device}",
+    )
+
+
+def _check_fits(t: Tensor, op: str, arg: str, shape, ref: Tensor, ref_arg: str) -> None:
+    _check_float_dtype(t, op, arg)
+    _check_same_device(t, arg, ref, ref_arg, op)
+    torch._check(
+        tuple(t.shape) == tuple(shape),
+        lambda: f"{op}: argument '{arg}' must have shape {list(shape)} to match '{ref_arg}' "
+        f"of shape {list(ref.shape)}, got {list(t.shape)}",
+    )
+
+
+def _check_float_matrix(t: Tensor, op: str, arg: str, square: bool) -> None:
+    _check_float_dtype(t, op, arg)
     torch._check(
         t.dim() >= 2,
         lambda: f"{op}: argument '{arg}' must be a batch of matrices with shape (*, m, n), "
@@ -88,6 +218,13 @@ def _sym_eig_fake(A):
 
 @torch.library.register_fake("matbp::sym_eig_backward")
 def _sym_eig_backward_fake(gL, gV, L, V):
+    op = "matbp.sym_eig_backward"
+    _check_float_matrix(V, op, "V", square=True)
+    _check_fits(L, op, "L", V.shape[:-1], V, "V")
+    if gL is not None:
+        _check_fits(gL, op, "gL", V.shape[:-1], V, "V")
+    if gV is not None:
+        _check_fits(gV, op, "gV", V.shape, V, "V")
     return V.new_empty(V.shape)
 
 
@@ -96,11 +233,12 @@ def _sym_eig_setup(ctx, inputs, output):
 
 
 def _sym_eig_backward(ctx, gL, gV):
+    _forbid_create_graph("matbp.sym_eig")
     L, V = ctx.saved_tensors
     return _lib.sym_eig_backward(gL, gV, L, V)
 
 
-torch.library.register_autograd("matbp::sym_eig", _sym_eig_backward, setup_context=_sym_eig_setup)
+_register_autograd("sym_eig", "matbp.sym_eig", _sym_eig_backward, setup_context=_sym_eig_setup)
 _no_double_backward("sym_eig_backward")
 
 
@@ -142,7 +280,23 @@ def _svd_fake(X):
 
 @torch.library.register_fake("matbp::svd_backward")
 def _svd_backward_fake(gU, gS, gV, U, S, V):
-    return U.new_empty((*U.shape[:-1], V.shape[-2]))
+    op = "matbp.svd_backward"
+    _check_float_matrix(U, op, "U", square=False)
+    _check_float_matrix(V, op, "V", square=False)
+    _check_same_device(V, "V", U, "U", op)
+    m, k, n = U.shape[-2], U.shape[-1], V.shape[-2]
+    torch._check(
+        k == min(m, n),
+        lambda: f"{op}: arguments 'U' (*, m, k) and 'V' (*, n, k) must be the thin SVD factors, "
+        f"k = min(m, n), got {list(U.shape)} and {list(V.shape)}",
+    )
+    batch = U.shape[:-2]
+    _check_fits(V, op, "V", (*batch, n, k), U, "U")
+    _check_fits(S, op, "S", (*batch, k), U, "U")
+    for name, g, ref in (("gU", gU, U), ("gS", gS, S), ("gV", gV, V)):
+        if g is not None:
+            _check_fits(g, op, name, ref.shape, U, "U")
+    return U.new_empty((*batch, m, n))
 
 
 def _svd_setup(ctx, inputs, output):
@@ -150,11 +304,12 @@ def _svd_setup(ctx, inputs, output):
 
 
 def _svd_backward(ctx, gU, gS, gV):
+    _forbid_create_graph("matbp.svd")
     U, S, V = ctx.saved_tensors
     return _lib.svd_backward(gU, gS, gV, U, S, V)
 
 
-torch.library.register_autograd("matbp::svd", _svd_backward, setup_context=_svd_setup)
+_register_autograd("svd", "matbp.svd", _svd_backward, setup_context=_svd_setup)
 _no_double_backward("svd_backward")
 
 
@@ -195,8 +350,20 @@ def _sym_fn_with_eig_fake(A, fn, p=1.0):
     )
 
 
+def _check_eigenbasis_backward(g, g_name, L, V, op):
+    _check_float_matrix(V, op, "V", square=True)
+    _check_fits(L, op, "L", V.shape[:-1], V, "V")
+    _check_fits(g, op, g_name, V.shape, V, "V")
+
+
 @torch.library.register_fake("matbp::sym_fn_backward")
 def _sym_fn_backward_fake(gF, L, V, fn, p):
+    op = "matbp.sym_fn_backward"
+    torch._check(
+        fn in _SPECTRAL_FNS,
+        lambda: f"{op}: argument 'fn' must be one of 'log', 'sqrt', 'pow', 'exp', got '{fn}'",
+    )
+    _check_eigenbasis_backward(gF, "gF", L, V, op)
     return gF.new_empty(gF.shape)
 
 
@@ -209,6 +376,7 @@ def _sym_fn_setup(ctx, inputs, output):
 
 
 def _sym_fn_backward(ctx, gF, gL, gV):
+    _forbid_create_graph("matbp.sym_fn")
     L, V = ctx.saved_tensors
     gA = None
     if gF is not None:
@@ -220,10 +388,22 @@ def _sym_fn_backward(ctx, gF, gL, gV):
     return gA, None, None
 
 
-torch.library.register_autograd(
-    "matbp::sym_fn_with_eig", _sym_fn_backward, setup_context=_sym_fn_setup
-)
+_register_autograd("sym_fn_with_eig", "matbp.sym_fn", _sym_fn_backward, setup_context=_sym_fn_setup)
 _no_double_backward("sym_fn_backward")
+
+
+def _describe(value) -> str:
+    if value is None or isinstance(value, (str, bool, numbers.Number)):
+        return repr(value)
+    return type(value).__name__
+
+
+def _as_float(value, op: str, arg: str, what: str) -> float:
+    # The wrappers check the type only; the operators check the value, with
+    # the same message for a direct torch.ops call.
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{op}: argument '{arg}' must be {what}, got {_describe(value)}")
+    return float(value)
 
 
 def sym_fn(A: Tensor, fn: str, p: Optional[float] = None) -> Tensor:
@@ -244,6 +424,11 @@ def sym_fn(A: Tensor, fn: str, p: Optional[float] = None) -> Tensor:
     :func:`sym_eig`. Eigenvalues within n·eps·max|λ| below zero count as
     zero for "sqrt" and "pow"; eigenvalues outside the domain raise.
     """
+    if not isinstance(fn, str):
+        raise TypeError(
+            "matbp.sym_fn: argument 'fn' must be a string, one of 'log', 'sqrt', 'pow', 'exp', "
+            f"got {_describe(fn)}"
+        )
     if fn not in _SPECTRAL_FNS:
         raise ValueError(
             f"matbp.sym_fn: argument 'fn' must be one of 'log', 'sqrt', 'pow', 'exp', got {fn!r}"
@@ -251,12 +436,21 @@ def sym_fn(A: Tensor, fn: str, p: Optional[float] = None) -> Tensor:
     if fn == "pow":
         if p is None:
             raise ValueError("matbp.sym_fn: fn='pow' needs the exponent 'p'")
+        p = _as_float(p, "matbp.sym_fn", "p", "a finite number")
     elif p is not None:
         raise ValueError(f"matbp.sym_fn: argument 'p' is only used by fn='pow', got fn={fn!r}")
-    return _lib.sym_fn(A, fn, 1.0 if p is None else float(p))
+    return _lib.sym_fn(A, fn, 1.0 if p is None else p)
 
 
 # ---------------------------------------------------------------- o2p_log
+
+
+def _check_o2p_eps(eps, op):
+    torch._check(
+        math.isfinite(eps) and eps >= sys.float_info.min,
+        lambda: f"{op}: argument 'eps' must be a positive finite number >= {sys.float_info.min!r} "
+        f"(the smallest normal float64), got {eps}",
+    )
 
 
 def _o2p_eig_size(X) -> int:
@@ -267,7 +461,7 @@ def _o2p_eig_size(X) -> int:
 @torch.library.register_fake("matbp::o2p_log_with_eig")
 def _o2p_log_with_eig_fake(X, eps=1e-3):
     _check_float_matrix(X, "matbp.o2p_log", "X", square=False)
-    torch._check(eps > 0, lambda: f"matbp.o2p_log: argument 'eps' must be a positive finite number, got {eps}")
+    _check_o2p_eps(eps, "matbp.o2p_log")
     m, d, k = X.shape[-2], X.shape[-1], _o2p_eig_size(X)
     batch = X.shape[:-2]
     return (
@@ -281,6 +475,15 @@ def _o2p_log_with_eig_fake(X, eps=1e-3):
 
 @torch.library.register_fake("matbp::o2p_log_backward")
 def _o2p_log_backward_fake(gC, X, S, U, Y, eps):
+    op = "matbp.o2p_log_backward"
+    _check_float_matrix(X, op, "X", square=False)
+    _check_o2p_eps(eps, op)
+    m, d, k = X.shape[-2], X.shape[-1], _o2p_eig_size(X)
+    batch = X.shape[:-2]
+    _check_fits(gC, op, "gC", (*batch, d, d), X, "X")
+    _check_fits(S, op, "S", (*batch, k), X, "X")
+    _check_fits(U, op, "U", (*batch, k, k), X, "X")
+    _check_fits(Y, op, "Y", (*batch, m if m < d else 0, d), X, "X")
     return X.new_empty(X.shape)
 
 
@@ -294,14 +497,15 @@ def _o2p_log_setup(ctx, inputs, output):
 
 
 def _o2p_log_backward(ctx, gC, gS, gU, gY):
+    _forbid_create_graph("matbp.o2p_log")
     if gC is None:
         return None, None
     X, S, U, Y = ctx.saved_tensors
     return _lib.o2p_log_backward(gC, X, S, U, Y, ctx.eps), None
 
 
-torch.library.register_autograd(
-    "matbp::o2p_log_with_eig", _o2p_log_backward, setup_context=_o2p_log_setup
+_register_autograd(
+    "o2p_log_with_eig", "matbp.o2p_log", _o2p_log_backward, setup_context=_o2p_log_setup
 )
 _no_double_backward("o2p_log_backward")
 
@@ -326,7 +530,7 @@ def o2p_log(X: Tensor, eps: float = 1e-3) -> Tensor:
     that h needs) evaluated stably, so gradients are exact when eigenvalues
     repeat or vanish, and finite for zero or rank-deficient input.
     """
-    return _lib.o2p_log(X, float(eps))
+    return _lib.o2p_log(X, _as_float(eps, "matbp.o2p_log", "eps", "a positive finite number"))
 
 
 # -------------------------------------------------------------- projector
@@ -344,6 +548,7 @@ def _projector_with_eig_fake(A, rtol=None):
 
 @torch.library.register_fake("matbp::projector_backward")
 def _projector_backward_fake(gP, L, V, rtol):
+    _check_eigenbasis_backward(gP, "gP", L, V, "matbp.projector_backward")
     return gP.new_empty(gP.shape)
 
 
@@ -357,14 +562,15 @@ def _projector_setup(ctx, inputs, output):
 
 
 def _projector_backward(ctx, gP, gL, gV):
+    _forbid_create_graph("matbp.projector")
     if gP is None:
         return None, None
     L, V = ctx.saved_tensors
     return _lib.projector_backward(gP, L, V, ctx.rtol), None
 
 
-torch.library.register_autograd(
-    "matbp::projector_with_eig", _projector_backward, setup_context=_projector_setup
+_register_autograd(
+    "projector_with_eig", "matbp.projector", _projector_backward, setup_context=_projector_setup
 )
 _no_double_backward("projector_backward")
 
@@ -385,6 +591,8 @@ def projector(A: Tensor, rtol: Optional[float] = None) -> Tensor:
     locally constant; formed in A's eigenbasis, with no division by
     eigenvalue gaps.
     """
+    if rtol is not None:
+        rtol = _as_float(rtol, "matbp.projector", "rtol", "None or a finite number >= 0")
     return _lib.projector(A, rtol)
 
 
@@ -393,7 +601,11 @@ def projector(A: Tensor, rtol: Optional[float] = None) -> Tensor:
 
 @torch.library.register_fake("matbp::ncut_projector_distance_with_basis")
 def _ncut_with_basis_fake(Y, weights, labels, Lambda=None, rtol=None):
-    _check_float_matrix(Y, "matbp.ncut_projector_distance", "Y", square=False)
+    op = "matbp.ncut_projector_distance"
+    _check_float_matrix(Y, op, "Y", square=False)
+    for name, t in (("weights", weights), ("labels", labels), ("Lambda", Lambda)):
+        if t is not None:
+            _check_same_device(t, name, Y, "Y", op)
     m, d = Y.shape[-2], Y.shape[-1]
     k = min(m, d)
     batch = Y.shape[:-2]
@@ -414,7 +626,18 @@ def _ncut_with_basis_fake(Y, weights, labels, Lambda=None, rtol=None):
 
 @torch.library.register_fake("matbp::ncut_projector_distance_backward")
 def _ncut_backward_fake(gJ, weights, Lambda, Q, P0, mu_pinv, segment_index, segment_image, segment_stats):
-    d = P0.shape[-1]
+    op = "matbp.ncut_projector_distance_backward"
+    _check_float_matrix(Q, op, "Q", square=False)
+    _check_float_matrix(P0, op, "P0", square=False)
+    batch, k, d = Q.shape[:-2], Q.shape[-1], P0.shape[-1]
+    _check_fits(P0, op, "P0", (*batch, k, d), Q, "Q")
+    _check_fits(mu_pinv, op, "mu_pinv", (*batch, k), Q, "Q")
+    _check_fits(gJ, op, "gJ", batch, Q, "Q")
+    _check_fits(weights, op, "weights", Q.shape[:-1], Q, "Q")
+    for name, t in (("segment_index", segment_index), ("segment_image", segment_image),
+                    ("segment_stats", segment_stats), ("Lambda", Lambda)):
+        if t is not None:
+            _check_same_device(t, name, Q, "Q", op)
     gLambda = Lambda.new_empty(Lambda.shape) if Lambda is not None else Q.new_empty((d, d))
     return Q.new_empty((*Q.shape[:-1], d)), weights.new_empty(weights.shape), gLambda
 
@@ -429,7 +652,11 @@ def _ncut_setup(ctx, inputs, output):
     ctx.save_for_backward(weights, Lambda, Q, P0, mu_pinv, seg_index, seg_image, stats)
 
 
+_NCUT_NAME = "matbp.ncut_projector_distance (used by matbp.ncut_j1 and matbp.ncut_j2)"
+
+
 def _ncut_backward(ctx, gJ, *unused):
+    _forbid_create_graph(_NCUT_NAME)
     if gJ is None:
         return None, None, None, None, None
     weights, Lambda, *basis = ctx.saved_tensors
@@ -437,7 +664,7 @@ def _ncut_backward(ctx, gJ, *unused):
     return gY.to(ctx.y_dtype), gw, None, (gLambda if ctx.has_lambda else None), None
 
 
-torch.library.register_autograd(
-    "matbp::ncut_projector_distance_with_basis", _ncut_backward, setup_context=_ncut_setup
+_register_autograd(
+    "ncut_projector_distance_with_basis", _NCUT_NAME, _ncut_backward, setup_context=_ncut_setup
 )
 _no_double_backward("ncut_projector_distance_backward")

@@ -27,6 +27,7 @@ Pure numpy; inputs may be numpy arrays or torch tensors.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Dict, List, Sequence
 
 import numpy as np
@@ -42,12 +43,41 @@ def _as_labels(x, name: str, what: str) -> np.ndarray:
             x = x.detach().cpu().numpy()
     except ImportError:  # pragma: no cover - torch is a dependency of matbp
         pass
-    a = np.asarray(x)
+    try:
+        a = np.asarray(x)
+    except ValueError as exc:  # ragged nested lists
+        msg = f"{name}: {what} must be an integer label map, got a ragged {type(x).__name__}"
+        raise ValueError(msg) from exc
     if a.dtype == np.bool_:
         a = a.astype(np.int64)
     if not np.issubdtype(a.dtype, np.integer):
         raise ValueError(f"{name}: {what} must be an integer label map, got dtype {a.dtype}")
+    if a.ndim == 0:
+        raise ValueError(f"{name}: {what} must be a label map with at least one dimension, got a scalar")
     return a
+
+
+def _as_map_list(maps, name: str, what: str) -> List[np.ndarray]:
+    """A list of 2-D label maps, rejecting a single map passed where a list belongs.
+
+    Iterating over one (H, W) map would yield its rows as H one-dimensional
+    "maps", and the coverings of those rows are a wrong number, not an error.
+    """
+    if isinstance(maps, (str, bytes, dict)) or not isinstance(maps, Iterable):
+        raise TypeError(f"{name}: {what} must be a list of (H, W) label maps, got {type(maps).__name__}")
+    if getattr(maps, "ndim", 3) != 3:  # an array or tensor must be a stack (N, H, W)
+        raise ValueError(
+            f"{name}: {what} must be a list of (H, W) label maps (or an (N, H, W) stack), got an array of "
+            f"shape {tuple(maps.shape)}; wrap a single map in a list: [{what[:-1]}]"
+        )
+    out = [_as_labels(m, name, f"{what}[{i}]") for i, m in enumerate(maps)]
+    for i, m in enumerate(out):
+        if m.ndim != 2:
+            raise ValueError(
+                f"{name}: {what}[{i}] has shape {m.shape}, but every element of {what} must be a 2-D "
+                f"(H, W) label map; wrap a single map in a list: [{what[:-1]}]"
+            )
+    return out
 
 
 def covering(segmentation, ground_truth) -> float:
@@ -79,7 +109,10 @@ def covering(segmentation, ground_truth) -> float:
     s = _as_labels(segmentation, name, "segmentation")
     g = _as_labels(ground_truth, name, "ground_truth")
     if s.shape != g.shape:
-        raise ValueError(f"{name}: segmentation shape {s.shape} differs from ground_truth shape {g.shape}")
+        raise ValueError(
+            f"{name}: segmentation shape {s.shape} differs from ground_truth shape {g.shape} (covering "
+            "compares two label maps; for a list of ground truths use matbp.metrics.image_covering)"
+        )
     n = s.size
     if n == 0:
         raise ValueError(f"{name}: the label maps are empty")
@@ -101,9 +134,10 @@ def image_covering(candidates: Sequence, ground_truths: Sequence) -> Dict:
     """Covering of one image's human segmentations by candidate segmentations.
 
     Args:
-        candidates: list of C ≥ 1 candidate label maps of one image (e.g. the
+        candidates: list of C ≥ 1 candidate (H, W) label maps of one image (e.g. the
             k = 2..9 segmentations returned by :func:`matbp.ncut.segment`).
-        ground_truths: list of G ≥ 1 human label maps of the same image.
+        ground_truths: list of G ≥ 1 human (H, W) label maps of the same image.
+            Either list may also be an (N, H, W) array or tensor.
 
     Returns:
         A dict with
@@ -119,12 +153,14 @@ def image_covering(candidates: Sequence, ground_truths: Sequence) -> Dict:
         * ``"best_index"``, ``"best_ground_truth"``: the c and g attaining it.
 
     Raises:
-        ValueError (naming ``matbp.metrics.image_covering``) on an empty list;
-        :func:`covering` raises on mismatched shapes.
+        ValueError (naming ``matbp.metrics.image_covering``) on an empty list
+        or an element that is not a 2-D integer map (a single (H, W) map
+        passed instead of a list of maps); TypeError when an argument is not
+        a list; :func:`covering` raises on mismatched shapes.
     """
     name = "matbp.metrics.image_covering"
-    candidates = list(candidates)
-    ground_truths = list(ground_truths)
+    candidates = _as_map_list(candidates, name, "candidates")
+    ground_truths = _as_map_list(ground_truths, name, "ground_truths")
     if not candidates:
         raise ValueError(f"{name}: no candidate segmentations")
     if not ground_truths:
@@ -176,9 +212,15 @@ def dataset_covering(per_image_results: Sequence[Dict]) -> Dict:
 
     Raises:
         ValueError (naming ``matbp.metrics.dataset_covering``) on an empty
-        list or a result without a ``"table"``.
+        list or a result without a ``"table"`` of coverings in [0, 1];
+        TypeError when per_image_results is not a list (e.g. one result).
     """
     name = "matbp.metrics.dataset_covering"
+    if isinstance(per_image_results, (dict, str, bytes)) or not isinstance(per_image_results, Iterable):
+        raise TypeError(
+            f"{name}: per_image_results must be a list of matbp.metrics.image_covering results, got "
+            f"{type(per_image_results).__name__} (wrap a single result in a list)"
+        )
     results = list(per_image_results)
     if not results:
         raise ValueError(f"{name}: no per-image results")
@@ -189,6 +231,8 @@ def dataset_covering(per_image_results: Sequence[Dict]) -> Dict:
         t = np.asarray(r["table"], dtype=np.float64)
         if t.ndim != 2 or t.size == 0:
             raise ValueError(f"{name}: result {i} has a malformed table of shape {t.shape}")
+        if not ((t >= 0) & (t <= 1)).all():  # NaN fails too
+            raise ValueError(f"{name}: result {i} has coverings outside [0, 1] in its table")
         tables.append(t)
     avg = np.array([t.mean(axis=1).max() for t in tables])
     best = np.array([t.max() for t in tables])

@@ -35,6 +35,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .objectives import check_lambda
+
 __all__ = ["segment", "leading_eigenvectors", "kmeans", "normalized_affinity_factor"]
 
 _DEFAULT_KS = (2, 3, 4, 5, 6, 7, 8, 9)
@@ -67,24 +69,17 @@ def _as_features(features, name: str) -> Tensor:
     return X
 
 
-def _as_lambda(Lambda, d: int, X: Tensor, name: str) -> Optional[Tensor]:
+def _as_lambda(Lambda, X: Tensor, name: str) -> Optional[Tensor]:
     """Λ as a float64 symmetric (d, d) tensor on X's device; None means Λ = I."""
     if Lambda is None:
         return None
     L = torch.as_tensor(Lambda).detach()
     if L.is_complex():
         raise ValueError(f"{name}: Lambda must be real, got dtype {L.dtype}")
-    L = L.to(device=X.device, dtype=torch.float64)
-    if L.shape != (d, d):
-        raise ValueError(
-            f"{name}: Lambda must have shape ({d}, {d}) to match the {d} features, "
-            f"got {tuple(L.shape)}"
-        )
-    if not bool(torch.isfinite(L).all()):
-        raise ValueError(f"{name}: Lambda contains non-finite values (NaN or Inf)")
-    scale = float(L.abs().max()) if L.numel() else 0.0
-    if float((L - L.mT).abs().max()) > 1e-10 * max(scale, 1e-300):
-        raise ValueError(f"{name}: Lambda must be symmetric")
+    # Keep float32 as given so that the symmetry tolerance is float32's, like the objectives'.
+    L = L.to(device=X.device, dtype=L.dtype if L.dtype == torch.float32 else torch.float64)
+    check_lambda(L, X, name, x_name="features")
+    L = L.to(torch.float64)
     return 0.5 * (L + L.mT)
 
 
@@ -119,7 +114,7 @@ def normalized_affinity_factor(features, Lambda=None) -> Tuple[Tensor, Tensor]:
     """
     name = "matbp.ncut.normalized_affinity_factor"
     X = _as_features(features, name)
-    L = _as_lambda(Lambda, X.shape[1], X, name)
+    L = _as_lambda(Lambda, X, name)
     deg = _degrees(X, L, name)
     return X * deg.rsqrt().unsqueeze(1), deg
 
@@ -167,7 +162,7 @@ def leading_eigenvectors(features, k: int, Lambda=None) -> Tuple[Tensor, Tensor]
     name = "matbp.ncut.leading_eigenvectors"
     X = _as_features(features, name)
     k = _as_k(k, name)
-    L = _as_lambda(Lambda, X.shape[1], X, name)
+    L = _as_lambda(Lambda, X, name)
     mu, V = _spectrum(X, L, name)
     k = min(k, mu.shape[0])
     return mu[:k], V[:, :k]
@@ -408,7 +403,7 @@ def segment(
     if isinstance(ks, (int, np.integer)) and not isinstance(ks, bool):
         ks = [ks]
     ks = [_as_k(k, name) for k in ks]
-    L = _as_lambda(Lambda, d, X, name)
+    L = _as_lambda(Lambda, X, name)
     mu, V = _spectrum(X, L, name)  # validates degrees even when ks is empty
     if not ks:
         return []

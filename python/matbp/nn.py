@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from ._ops import o2p_log, sym_fn
-from .objectives import ncut_j1, ncut_j2
+from .objectives import _ncut, check_rtol
 
 
 class SymFn(torch.nn.Module):
@@ -73,7 +73,8 @@ class NormalizedCutsLoss(torch.nn.Module):
     labels (*, m) and returns the per-image losses reduced by ``reduction``
     ("mean", "sum" or "none"). After each call ``last_rank`` holds the
     numerical rank of W (J2) or M (J1) per image, which the paper monitors
-    during training.
+    during training. Bad arguments raise errors naming
+    ``matbp.nn.NormalizedCutsLoss`` (``rtol`` already in the constructor).
     """
 
     def __init__(self, objective: str = "j2", rtol: Optional[float] = None, reduction: str = "mean"):
@@ -85,13 +86,12 @@ class NormalizedCutsLoss(torch.nn.Module):
                 f"matbp.nn.NormalizedCutsLoss: reduction must be 'mean', 'sum' or 'none', got {reduction!r}"
             )
         self.objective = objective
-        self.rtol = rtol
+        self.rtol = check_rtol(rtol, "matbp.nn.NormalizedCutsLoss")
         self.reduction = reduction
         self.last_rank: Optional[Tensor] = None
 
     def forward(self, X: Tensor, labels: Tensor, Lambda: Optional[Tensor] = None) -> Tensor:
-        fn = ncut_j1 if self.objective == "j1" else ncut_j2
-        J, rank = fn(X, labels, Lambda, self.rtol, return_rank=True)
+        J, rank = _ncut(self.objective, "matbp.nn.NormalizedCutsLoss", X, labels, Lambda, self.rtol, True)
         self.last_rank = rank.detach()
         if self.reduction == "mean":
             return J.mean()

@@ -14,8 +14,19 @@ onto the weighted segment indicators w ∘ e_k: J2 is (X, 1), J1 is
 (D^{-1/2} X, D^{1/2}) with D formed by differentiable torch ops. The operator
 never forms an m×m matrix: cost O(m d² + d³ + m k), so a full-resolution image
 (481 × 321 = 154 401 pixels) is one call.
+
+Both objectives are invariant to X → cX and Λ → cΛ (c > 0), so X (per image)
+and Λ (per matrix) are scaled by a power of two to a largest magnitude in
+[1, 2) before the operator: exact, and it keeps W and D in float64's range
+for features as small as 1e-160 or as large as 1e150.
+
+The arguments are validated here, with the names the caller used, before
+the operator sees them. Checks that need the data (NaN/Inf, label range,
+positive degrees, symmetric Λ) synchronise with the device and are skipped
+while torch.compile traces (the operator still rejects non-finite input).
 """
 
+import numbers
 from typing import Optional, Tuple, Union
 
 import torch
@@ -23,10 +34,170 @@ from torch import Tensor
 
 _lib = torch.ops.matbp
 
+_FLOATS = (torch.float32, torch.float64)
+
+# Largest segment id the operator's remapping tables accept (2^40 − 1).
+_MAX_LABEL_ID = (1 << 40) - 1
+
+# Λ − Λᵀ may differ by rounding when Λ is formed as, e.g., A Aᵀ: at most a
+# few d·eps of max|Λ|. A Λ that is really non-symmetric is off by O(1).
+_SYMMETRY_RTOL = {torch.float64: 1e-10, torch.float32: 1e-4}
+
+
+class ArgumentError(ValueError, RuntimeError):
+    """A bad argument to a normalized-cuts function.
+
+    A RuntimeError, as the operators raise for bad input (the documented
+    contract), and a ValueError, as the rest of the Python API raises.
+    """
+
+
+def check_rtol(rtol, op: str) -> Optional[float]:
+    """``rtol`` as a float (None stays None); raises unless a finite number >= 0."""
+    if rtol is None:
+        return None
+    if isinstance(rtol, bool) or not isinstance(rtol, numbers.Real):
+        raise TypeError(
+            f"{op}: argument 'rtol' must be None or a finite number >= 0, got {type(rtol).__name__}"
+        )
+    if not 0 <= rtol < float("inf"):
+        raise ArgumentError(f"{op}: argument 'rtol' must be None or a finite number >= 0, got {rtol!r}")
+    return float(rtol)
+
+
+def _check_features(X, op: str) -> None:
+    if not isinstance(X, Tensor):
+        raise TypeError(f"{op}: argument 'X' must be a tensor of features (*, m, d), got {type(X).__name__}")
+    if X.dtype not in _FLOATS:
+        raise ArgumentError(
+            f"{op}: argument 'X' must be float32 or float64 (half, bfloat16, integer and bool "
+            f"features are not supported: convert with .float()), got {X.dtype}"
+        )
+    if X.dim() < 2:
+        raise ArgumentError(
+            f"{op}: argument 'X' must have shape (*, m, d), got a {X.dim()}-dimensional tensor"
+        )
+    if X.shape[-2] == 0:
+        raise ArgumentError(
+            f"{op}: argument 'X' needs at least one pixel (m >= 1), got shape {tuple(X.shape)}"
+        )
+    if not torch.compiler.is_compiling() and not bool(torch.isfinite(X).all()):
+        raise ArgumentError(f"{op}: argument 'X' contains NaN or Inf")
+
+
+def check_lambda(Lambda, X: Tensor, op: str, x_name: str = "X") -> None:
+    """Validate Λ for the features X (*, m, d), called ``x_name`` in messages.
+
+    Λ must be a float32/float64 tensor of shape (d, d) or (*, d, d), on X's
+    device, finite and symmetric: each matrix within a relative 1e-10
+    (float64) or 1e-4 (float32) of its largest entry. Λ is rejected rather
+    than symmetrised, which would silently change the affinity.
+    """
+    if not isinstance(Lambda, Tensor):
+        raise TypeError(
+            f"{op}: argument 'Lambda' must be a tensor (d, d) or (*, d, d), got {type(Lambda).__name__}"
+        )
+    if Lambda.dtype not in _FLOATS:
+        raise ArgumentError(f"{op}: argument 'Lambda' must be float32 or float64, got {Lambda.dtype}")
+    d, batch = X.shape[-1], tuple(X.shape[:-2])
+    if tuple(Lambda.shape) not in ((d, d), (*batch, d, d)):
+        raise ArgumentError(
+            f"{op}: argument 'Lambda' must have shape (d, d) or (*, d, d) = {(*batch, d, d)} to match "
+            f"'{x_name}' of shape {tuple(X.shape)}, got {tuple(Lambda.shape)}"
+        )
+    if Lambda.device != X.device:
+        raise ArgumentError(f"{op}: argument 'Lambda' is on {Lambda.device} but '{x_name}' is on {X.device}")
+    if torch.compiler.is_compiling() or Lambda.numel() == 0:
+        return
+    L = Lambda.detach()
+    if not bool(torch.isfinite(L).all()):
+        raise ArgumentError(f"{op}: argument 'Lambda' contains NaN or Inf")
+    rtol = _SYMMETRY_RTOL[L.dtype]
+    asym = (L - L.mT).abs().amax((-2, -1))
+    scale = L.abs().amax((-2, -1))
+    rel = (asym / scale.clamp_min(torch.finfo(L.dtype).tiny)).max().item()
+    if rel > rtol:
+        raise ArgumentError(
+            f"{op}: argument 'Lambda' must be symmetric, but max|Λ − Λᵀ| is {rel:.3g} of max|Λ| "
+            f"(tolerance {rtol:g} for {Lambda.dtype})"
+        )
+
+
+def _check_labels(labels, X: Tensor, op: str) -> None:
+    if not isinstance(labels, Tensor):
+        raise TypeError(
+            f"{op}: argument 'labels' must be an integer tensor (*, m), got {type(labels).__name__}"
+        )
+    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+        raise ArgumentError(
+            f"{op}: argument 'labels' must be an integer tensor of segment ids, got {labels.dtype}"
+        )
+    if labels.shape != X.shape[:-1]:
+        raise ArgumentError(
+            f"{op}: argument 'labels' must have shape (*, m) = {tuple(X.shape[:-1])} to match 'X' of "
+            f"shape {tuple(X.shape)}, got {tuple(labels.shape)}"
+        )
+    if labels.device != X.device:
+        raise ArgumentError(f"{op}: argument 'labels' is on {labels.device} but 'X' is on {X.device}")
+    if torch.compiler.is_compiling() or labels.numel() == 0:
+        return
+    lo, hi = torch.stack(torch.aminmax(labels)).tolist()
+    if lo < 0 or hi > _MAX_LABEL_ID:
+        bad = lo if lo < 0 else hi
+        raise ArgumentError(f"{op}: argument 'labels' out of range: ids must be in [0, 2^40), got {bad}")
+
+
+def _check_arguments(op, X, labels, Lambda, rtol) -> Optional[float]:
+    _check_features(X, op)
+    if labels is not None:
+        _check_labels(labels, X, op)
+    if Lambda is not None:
+        check_lambda(Lambda, X, op)
+    return check_rtol(rtol, op)
+
+
+def _unit_scale(A: Tensor) -> Tensor:
+    """A / c per matrix, c = 2^⌊log2 max|A|⌋ (1 where A is 0): exact, as c is a power of two."""
+    if A.shape[-1] == 0 or A.shape[-2] == 0:
+        return A
+    amax = A.detach().abs().amax((-2, -1), keepdim=True)
+    mantissa, _ = torch.frexp(amax)  # amax = mantissa · 2^e, mantissa in [0.5, 1)
+    c = torch.where(amax > 0, amax / (2 * mantissa), torch.ones_like(amax))  # exact quotient 2^(e−1)
+    return A / c
+
 
 def _projector_distance(Y, weights, labels, Lambda, rtol, return_rank):
     J, rank, *_ = _lib.ncut_projector_distance_with_basis(Y, weights, labels, Lambda, rtol)
     return (J, rank) if return_rank else J
+
+
+def _degrees(X: Tensor, Lambda: Optional[Tensor]) -> Tensor:
+    s = X.sum(-2, keepdim=True).mT  # (*, d, 1)
+    if Lambda is not None:
+        s = Lambda.to(X.dtype) @ s
+    return (X @ s).squeeze(-1)
+
+
+def _ncut(objective: str, op: str, X, labels, Lambda, rtol, return_rank):
+    """J1 or J2 (``objective`` "j1"/"j2") with errors naming ``op``."""
+    rtol = _check_arguments(op, X, labels, Lambda, rtol)
+    Xs = _unit_scale(X)
+    Ls = None if Lambda is None else _unit_scale(Lambda)
+    if objective == "j2":
+        weights = torch.ones(X.shape[:-1], dtype=torch.float64, device=X.device)
+        return _projector_distance(Xs, weights, labels, Ls, rtol, return_rank)
+    X64 = Xs.to(torch.float64)
+    D = _degrees(X64, Ls)
+    if not torch.compiler.is_compiling() and D.numel() and not bool((D > 0).all()):
+        raise ArgumentError(
+            f"{op}: the degrees D = X Λ Xᵀ 1 must be positive, but {int((D <= 0).sum())} of "
+            f"{D.numel()} are not (use non-negative features, and a Λ with non-negative entries)"
+        )
+    root = D.sqrt()
+    out = _projector_distance(X64 / root.unsqueeze(-1), root, labels, Ls, rtol, return_rank)
+    if return_rank:
+        return out[0].to(X.dtype), out[1]
+    return out.to(X.dtype)
 
 
 def ncut_j2(
@@ -39,11 +210,12 @@ def ncut_j2(
     """J2 = ½‖Π_W − Π_Ψ‖²_F for W = X Λ Xᵀ (paper eqs. 20, 21).
 
     Args:
-        X: (*, m, d) features of m pixels, float32 or float64.
+        X: (*, m, d) features of m ≥ 1 pixels, float32 or float64, finite.
         labels: (*, m) integer ground-truth segment ids, >= 0; any ids (they
             need not be contiguous; ids that do not occur are ignored).
-        Lambda: optional symmetric (d, d) or (*, d, d) metric (Λ = I when
-            None); it receives a gradient.
+        Lambda: optional symmetric (d, d) or (*, d, d) float32/float64 metric
+            (Λ = I when None); it receives a gradient. A non-symmetric Λ is
+            rejected (see :func:`check_lambda`).
         rtol: eigenvalues of W below rtol·max are zero (its numerical rank);
             default max(m, d)·eps.
         return_rank: also return the numerical rank of W, (*) int64 — the
@@ -51,17 +223,19 @@ def ncut_j2(
 
     Returns:
         J2, shape (*), the dtype of X (computed in float64).
+
+    Raises:
+        :class:`ArgumentError` (a ValueError and a RuntimeError) naming
+        ``matbp.ncut_j2`` and the argument for a bad X, labels, Lambda or
+        rtol; TypeError for an argument that is not a tensor (or number).
     """
-    weights = torch.ones(X.shape[:-1], dtype=torch.float64, device=X.device)
-    return _projector_distance(X, weights, labels, Lambda, rtol, return_rank)
+    return _ncut("j2", "matbp.ncut_j2", X, labels, Lambda, rtol, return_rank)
 
 
 def ncut_degrees(X: Tensor, Lambda: Optional[Tensor] = None) -> Tensor:
     """D = W 1 = X Λ (Xᵀ 1), the degrees of the affinity W = X Λ Xᵀ, (*, m)."""
-    s = X.sum(-2, keepdim=True).mT  # (*, d, 1)
-    if Lambda is not None:
-        s = Lambda.to(X.dtype) @ s
-    return (X @ s).squeeze(-1)
+    _check_arguments("matbp.ncut_degrees", X, None, Lambda, None)
+    return _degrees(X, Lambda)
 
 
 def ncut_j1(
@@ -76,23 +250,14 @@ def ncut_j1(
     Arguments as :func:`ncut_j2`. The degrees D = W 1 must be positive
     (non-negative features, e.g. after a ReLU, give that); the gradient
     flows through D too. With ``return_rank`` the rank is that of M.
+    Errors name ``matbp.ncut_j1``.
     """
-    X64 = X.to(torch.float64)
-    D = ncut_degrees(X64, Lambda)
-    if not torch.compiler.is_compiling() and D.numel() and not bool((D > 0).all()):
-        raise ValueError(
-            f"matbp.ncut_j1: the degrees D = X Λ Xᵀ 1 must be positive, got min {D.min().item():.3g} "
-            "(use non-negative features or a positive-definite Λ)"
-        )
-    root = D.sqrt()
-    out = _projector_distance(X64 / root.unsqueeze(-1), root, labels, Lambda, rtol, return_rank)
-    if return_rank:
-        return out[0].to(X.dtype), out[1]
-    return out.to(X.dtype)
+    return _ncut("j1", "matbp.ncut_j1", X, labels, Lambda, rtol, return_rank)
 
 
 def affinity_rank(X: Tensor, Lambda: Optional[Tensor] = None, rtol: Optional[float] = None) -> Tensor:
     """Numerical rank of W = X Λ Xᵀ, (*) int64, by the tolerance of the objectives."""
+    _check_features(X, "matbp.affinity_rank")
     labels = torch.zeros(X.shape[:-1], dtype=torch.int64, device=X.device)
     with torch.no_grad():
-        return ncut_j2(X, labels, Lambda, rtol, return_rank=True)[1]
+        return _ncut("j2", "matbp.affinity_rank", X, labels, Lambda, rtol, True)[1]

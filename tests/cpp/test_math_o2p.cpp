@@ -60,8 +60,14 @@ TEST(O2PH, ValueAtZeroAndSmallAndLarge) {
   EXPECT_LE(rel(mm::o2p_h(1e-20, eps), 1.0 / eps), 1e-16);
   EXPECT_LE(rel(mm::o2p_h(2.0, eps), std::log1p(2.0 / eps) / 2.0), 1e-15);
   EXPECT_LE(rel(mm::o2p_log_eigenvalue(1e-20, eps), std::log(eps)), 1e-16);
-  EXPECT_EQ(mm::clamp_gram_eigenvalue(-1e-17), 0.0);
-  EXPECT_EQ(mm::clamp_gram_eigenvalue(3.0), 3.0);
+}
+
+// Singular values below max(m, d) eps sigma_max are the numerical rank's zeros.
+TEST(O2PGramZeroCutoff, IsTheSquaredRankTolerance) {
+  const double r = 7 * mm::machine_epsilon<double>();
+  EXPECT_EQ(mm::o2p_gram_zero_cutoff(4.0, 3, 7), r * r * 4.0);
+  EXPECT_EQ(mm::o2p_gram_zero_cutoff(4.0, 7, 3), r * r * 4.0);
+  EXPECT_EQ(mm::o2p_gram_zero_cutoff(0.0, 7, 3), 0.0);
 }
 
 // h[s_i, s_j] = phi[s_i/eps, s_j/eps] / eps^2, whichever branch the
@@ -113,3 +119,19 @@ TEST(DividedDifferenceLogWithLogs, AgreesWithLog1pForm) {
 }
 
 }  // namespace
+
+// Tiny eps (s / eps up to 1e300): h and its divided differences stay finite
+// and agree with the plain quotients where those have no cancellation.
+TEST(O2PHDividedDifference, TinyEps) {
+  const double eps = 1e-300;
+  for (double s : {1e-10, 1.0, 1e10}) {
+    EXPECT_LE(rel(mm::o2p_h(s, eps), (std::log(s) - std::log(eps)) / s), 1e-15);
+    EXPECT_LE(rel(mm::o2p_log_eigenvalue(s, eps), std::log(s)), 1e-15);
+  }
+  const double si = 1.0, sj = 1.25;
+  const double hi = mm::o2p_h(si, eps), hj = mm::o2p_h(sj, eps);
+  EXPECT_LE(rel(mm::o2p_h_divided_difference(si, sj, hi, hj, eps), (hi - hj) / (si - sj)), 1e-13);
+  // h'(s) = (1 / (eps + s) - h(s)) / s at a double point.
+  EXPECT_LE(rel(mm::o2p_h_divided_difference(si, si, hi, hi, eps), (1.0 / (eps + si) - hi) / si),
+            1e-13);
+}

@@ -84,7 +84,7 @@ inline void symmetrize_into(const scalar_t* g, int64_t n, double* out) {
 inline bool all_finite(const at::Tensor& t) {
   const auto c = t.contiguous();
   bool finite = true;
-  AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "matbp_all_finite", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, c.scalar_type(), "matbp_all_finite", [&] {
     const scalar_t* p = c.data_ptr<scalar_t>();
     finite = at::parallel_reduce(
         0, c.numel(), 1 << 16, true,

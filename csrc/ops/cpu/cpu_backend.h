@@ -30,6 +30,7 @@ struct CpuBackend {
 
   template <typename F>
   static void for_each_pair(int64_t batch, int64_t n, const F& f) {
+    if (batch <= 0 || n <= 0) return;
     const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, n * n));
     at::parallel_for(0, batch, grain, [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b)

@@ -16,6 +16,7 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
 #include <type_traits>
 #include <vector>
@@ -24,6 +25,7 @@
 #include "../checks.h"
 #include "../generic/o2p_log.h"
 #include "batch_loops.h"
+#include "cpu_backend.h"
 #include "lapack.h"
 
 namespace matbp::ops::cpu {
@@ -46,7 +48,8 @@ using generic::check_o2p_backward_arguments;
 void refine_small_gram_eigenvalues(const double* x, int64_t m, int64_t d, const double* v,
                                    int64_t k, double* s, bool gram_of_rows) {
   if (k == 0) return;
-  const double cutoff = std::sqrt(math::machine_epsilon<double>()) * std::abs(s[k - 1]);
+  const double s_max = std::abs(s[k - 1]);
+  const double cutoff = std::sqrt(math::machine_epsilon<double>()) * s_max;
   for (int64_t i = 0; i < k && s[i] <= cutoff; ++i) {
     double norm2 = 0;
     if (gram_of_rows) {  // ||X^T u_i||^2, u_i in R^m
@@ -64,7 +67,9 @@ void refine_small_gram_eigenvalues(const double* x, int64_t m, int64_t d, const 
     }
     s[i] = norm2;
   }
-  for (int64_t i = 0; i < k; ++i) s[i] = math::clamp_gram_eigenvalue(s[i]);
+  // Below the numerical rank: zero (which also clamps round-off negatives).
+  const double zero = math::o2p_gram_zero_cutoff(s_max, m, d);
+  for (int64_t i = 0; i < k; ++i) s[i] = s[i] <= zero ? 0.0 : s[i];
 }
 
 // Per-matrix helpers of the fused pipelines below: float32 data is widened
@@ -157,6 +162,8 @@ void o2p_rows_forward(const scalar_t* x_in, int64_t batch, int m, int d, double 
       // Y = U^T X, C = Y^T diag(h) Y + log(eps) I.
       gemm_row_major(false, false, m, d, m, 1.0, eig.transposed(), m, xb, d, 0.0, y, d);
       for (int i = 0; i < m; ++i) {
+        // Rows along numerically null directions are noise: zero, as s is.
+        if (s[i] == 0.0) std::fill(y + int64_t(i) * d, y + int64_t(i + 1) * d, 0.0);
         const double h = math::o2p_h(s[i], eps);
         for (int j = 0; j < d; ++j) hy[int64_t(i) * d + j] = h * y[int64_t(i) * d + j];
       }
@@ -253,14 +260,19 @@ void o2p_rows_backward(const grad_t* g_in, const double* s_in, const double* u_i
           inner.data(), m,
           [&](int64_t i, int64_t j, double m_ij, double m_ji) {
             // 2 h[s_i, s_j] times the symmetric part; the halves of h2 are h.
-            const double w =
-                math::o2p_h_divided_difference(s[i], s[j], 0.5 * h2[i], 0.5 * h2[j], eps);
-            const double e = w * (m_ij + m_ji);
+            // Zero stays zero where h[s_i, s_j] ~ 1/eps^2 overflows (tiny eps).
+            const double sum = m_ij + m_ji;
+            const double e = sum == 0.0 ? 0.0
+                                        : math::o2p_h_divided_difference(
+                                              s[i], s[j], 0.5 * h2[i], 0.5 * h2[j], eps) *
+                                              sum;
             return std::pair<double, double>(e, e);
           },
           [&](int64_t i, double m_ii) {
             const double hi = 0.5 * h2[i];
-            return 2.0 * math::o2p_h_divided_difference(s[i], s[i], hi, hi, eps) * m_ii;
+            return m_ii == 0.0
+                       ? 0.0
+                       : 2.0 * math::o2p_h_divided_difference(s[i], s[i], hi, hi, eps) * m_ii;
           });
       for (int i = 0; i < m; ++i)
         for (int j = 0; j < d; ++j) r[int64_t(i) * d + j] = h2[i] * t[int64_t(i) * d + j];
@@ -347,6 +359,7 @@ at::Tensor o2p_log_backward_cpu(const at::Tensor& gC, const at::Tensor& X, const
       }
     });
   });
+  report_overflow<CpuBackend>(gX, {Gc}, batch, op);
   return gX;
 }
 

@@ -24,6 +24,8 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <iomanip>
+#include <sstream>
 #include <limits>
 #include <string>
 
@@ -45,12 +47,6 @@ inline int64_t batch_count(const at::Tensor& t) {
   int64_t count = 1;
   for (int64_t d = 0; d + 2 < t.dim(); ++d) count *= t.size(d);
   return count;
-}
-
-inline std::vector<int64_t> with_trailing(const at::Tensor& t, std::vector<int64_t> trailing) {
-  std::vector<int64_t> shape(t.sizes().begin(), t.sizes().end() - 2);
-  shape.insert(shape.end(), trailing.begin(), trailing.end());
-  return shape;
 }
 
 // Per-matrix failures found on the device (ok: bool (B,), undefined = none
@@ -75,11 +71,43 @@ void report_failures(const at::Tensor& ok, bool raise, std::initializer_list<at:
   }
 }
 
+// "[v0, v1, ...]" of a small tensor, for messages that quote eigenvalues.
+inline std::string format_values(const at::Tensor& t) {
+  const auto c = t.to(at::kDouble).cpu().contiguous().reshape({-1});
+  std::ostringstream out;
+  out << std::setprecision(6) << "[";
+  for (int64_t i = 0; i < c.numel(); ++i) out << (i ? ", " : "") << c.data_ptr<double>()[i];
+  out << "]";
+  return out.str();
+}
+
 // Whether a backend reports device-side failures by raising: always on the
 // CPU, with sync checks on CUDA.
 template <typename Backend>
 bool raises_on_failure() {
   return Backend::kRaisesAtOnce || sync_checks_enabled();
+}
+
+// A backward's result must be finite wherever its incoming gradients are. A
+// true gradient beyond float64 (1/lambda at a subnormal eigenvalue, the
+// divided differences of exp far out) would otherwise come back as a mix of
+// Inf and NaN; it is reported like any per-matrix failure instead. result
+// (contiguous) and the incoming gradients (undefined: absent) hold `batch`
+// matrices each, the flattened batch leading.
+template <typename Backend>
+void report_overflow(const at::Tensor& result, std::initializer_list<at::Tensor> incoming,
+                     int64_t batch, const char* op) {
+  if (batch == 0 || result.numel() == 0) return;
+  auto ok = at::isfinite(result).reshape({batch, -1}).all(1);
+  for (const auto& g : incoming) {
+    if (g.defined() && g.numel() > 0) {
+      ok = ok.logical_or(at::isfinite(g).reshape({batch, -1}).all(1).logical_not());
+    }
+  }
+  report_failures(ok, raises_on_failure<Backend>(), {result}, [&](int64_t b) {
+    return std::string(op) + ": the gradient of matrix " + std::to_string(b) +
+           " of the flattened batch overflows float64";
+  });
 }
 
 }  // namespace matbp::ops

@@ -56,11 +56,14 @@ struct WeightedSymmetricPart {
   Weight weight;
   MATBP_HOST_DEVICE void operator()(int64_t b, int64_t i, int64_t j) const {
     double* mb = m + b * n * n;
+    // A zero entry stays zero even where the weight overflows (1/lambda at a
+    // subnormal eigenvalue): Inf * 0 would poison the whole matrix with NaN.
     if (i == j) {
-      mb[i * n + i] *= weight(b, i, i);
+      if (mb[i * n + i] != 0.0) mb[i * n + i] *= weight(b, i, i);
       return;
     }
-    const double e = weight(b, i, j) * 0.5 * (mb[i * n + j] + mb[j * n + i]);
+    const double sum = mb[i * n + j] + mb[j * n + i];
+    const double e = sum == 0.0 ? 0.0 : weight(b, i, j) * 0.5 * sum;
     mb[i * n + j] = e;
     mb[j * n + i] = e;
   }
@@ -100,24 +103,16 @@ at::Tensor eigenbasis_backward(const at::Tensor& gF64, const at::Tensor& V64, co
   return at::matmul(at::matmul(V64, inner), Vt);
 }
 
+// L (*, n) and V (*, n, n) as sym_eig returned them, and the gradients of
+// their shapes, all on V's device.
 inline void check_eig_backward_arguments(const std::optional<at::Tensor>& gL,
                                          const std::optional<at::Tensor>& gV, const at::Tensor& L,
                                          const at::Tensor& V, const char* op) {
   check_float_matrix(V, op, "V", /*square=*/true);
-  TORCH_CHECK(L.dim() == V.dim() - 1 && L.sizes() == V.sizes().slice(0, V.dim() - 1), op,
-              ": 'L' must have shape (*, n) matching 'V' (*, n, n), got ", L.sizes(), " and ",
-              V.sizes());
-  if (gL.has_value() && gL->defined()) {
-    TORCH_CHECK(gL->sizes() == L.sizes(), op, ": 'gL' must have the shape of 'L' ", L.sizes(),
-                ", got ", gL->sizes());
-    check_same_device(*gL, "gL", V, "V", op);
-  }
-  if (gV.has_value() && gV->defined()) {
-    TORCH_CHECK(gV->sizes() == V.sizes(), op, ": 'gV' must have the shape of 'V' ", V.sizes(),
-                ", got ", gV->sizes());
-    check_same_device(*gV, "gV", V, "V", op);
-  }
-  check_same_device(L, "L", V, "V", op);
+  const auto l_shape = with_trailing(V, {V.size(-1)});
+  check_fits(L, op, "L", l_shape, V, "V");
+  if (given(gL)) check_fits(*gL, op, "gL", l_shape, V, "V");
+  if (given(gV)) check_fits(*gV, op, "gV", V.sizes(), V, "V");
 }
 
 // gA = V (F o skew(V^T gV) + diag(gL)) V^T, F_ij = 1/(l_j - l_i), 0 at ties.
@@ -127,9 +122,10 @@ at::Tensor sym_eig_backward(const std::optional<at::Tensor>& gL,
                             const at::Tensor& V) {
   constexpr const char* op = "matbp.sym_eig_backward";
   check_eig_backward_arguments(gL, gV, L, V, op);
-  const bool has_gL = gL.has_value() && gL->defined();
-  const bool has_gV = gV.has_value() && gV->defined();
-  if (!has_gL && !has_gV) return at::zeros_like(V, at::MemoryFormat::Contiguous);
+  const bool has_gL = given(gL), has_gV = given(gV);
+  if ((!has_gL && !has_gV) || V.numel() == 0) {
+    return at::zeros_like(V, at::MemoryFormat::Contiguous);
+  }
   const auto V64 = V.to(at::kDouble);
   const auto Vt = V64.mT();
   if (!has_gV) {
@@ -138,13 +134,13 @@ at::Tensor sym_eig_backward(const std::optional<at::Tensor>& gL,
   const auto L64 = L.to(at::kDouble).contiguous();
   const auto gL64 = has_gL ? gL->to(at::kDouble).contiguous() : at::Tensor();
   auto inner = at::matmul(Vt, gV->to(at::kDouble)).contiguous();
-  const int64_t n = V.size(-1);
-  if (n > 0) {
-    Backend::for_each_pair(batch_count(inner), n,
-                           EigAdjointInner{inner.data_ptr<double>(), L64.data_ptr<double>(),
-                                           has_gL ? gL64.data_ptr<double>() : nullptr, n});
-  }
-  return at::matmul(at::matmul(V64, inner), Vt).to(V.scalar_type());
+  const int64_t n = V.size(-1), batch = batch_count(inner);
+  Backend::for_each_pair(batch, n,
+                         EigAdjointInner{inner.data_ptr<double>(), L64.data_ptr<double>(),
+                                         has_gL ? gL64.data_ptr<double>() : nullptr, n});
+  auto gA = at::matmul(at::matmul(V64, inner), Vt).contiguous();
+  report_overflow<Backend>(gA, {gL64, *gV}, batch, op);
+  return gA.to(V.scalar_type());
 }
 
 // The inner SVD adjoint (k x k): diag(gS) + K o (M - M^T) S + S K o (N - N^T),
@@ -184,22 +180,24 @@ at::Tensor svd_backward(const std::optional<at::Tensor>& gU, const std::optional
                         const std::optional<at::Tensor>& gV, const at::Tensor& U,
                         const at::Tensor& S, const at::Tensor& V) {
   constexpr const char* op = "matbp.svd_backward";
+  // U (*, m, k), S (*, k), V (*, n, k) as svd returned them, k = min(m, n).
   check_float_matrix(U, op, "U", /*square=*/false);
   check_float_matrix(V, op, "V", /*square=*/false);
-  const int64_t m = U.size(-2), n = V.size(-2), k = S.size(-1);
-  TORCH_CHECK(U.size(-1) == k && V.size(-1) == k, op,
-              ": 'U' (*, m, k), 'S' (*, k) and 'V' (*, n, k) disagree: ", U.sizes(), ", ",
-              S.sizes(), ", ", V.sizes());
-  const bool has_gU = gU.has_value() && gU->defined();
-  const bool has_gS = gS.has_value() && gS->defined();
-  const bool has_gV = gV.has_value() && gV->defined();
-  if (has_gU) TORCH_CHECK(gU->sizes() == U.sizes(), op, ": 'gU' must have the shape of 'U'");
-  if (has_gS) TORCH_CHECK(gS->sizes() == S.sizes(), op, ": 'gS' must have the shape of 'S'");
-  if (has_gV) TORCH_CHECK(gV->sizes() == V.sizes(), op, ": 'gV' must have the shape of 'V'");
-  check_same_device(S, "S", U, "U", op);
   check_same_device(V, "V", U, "U", op);
+  const int64_t m = U.size(-2), n = V.size(-2), k = U.size(-1);
+  TORCH_CHECK(k == std::min(m, n), op, ": arguments 'U' (*, m, k) and 'V' (*, n, k) must be ",
+              "the thin SVD factors, k = min(m, n), got ", U.sizes(), " and ", V.sizes());
+  check_fits(V, op, "V", with_trailing(U, {n, k}), U, "U");
+  check_fits(S, op, "S", with_trailing(U, {k}), U, "U");
+  const bool has_gU = given(gU), has_gS = given(gS), has_gV = given(gV);
+  if (has_gU) check_fits(*gU, op, "gU", U.sizes(), U, "U");
+  if (has_gS) check_fits(*gS, op, "gS", S.sizes(), U, "U");
+  if (has_gV) check_fits(*gV, op, "gV", V.sizes(), U, "U");
   auto out_shape = with_trailing(U, {m, n});
-  if ((!has_gU && !has_gS && !has_gV) || k == 0) return at::zeros(out_shape, U.options());
+  const int64_t batch = batch_count(U);
+  if ((!has_gU && !has_gS && !has_gV) || k == 0 || batch == 0) {
+    return at::zeros(out_shape, U.options());
+  }
 
   const auto U64 = U.to(at::kDouble), V64 = V.to(at::kDouble);
   const auto S64 = S.to(at::kDouble).contiguous();
@@ -211,7 +209,7 @@ at::Tensor svd_backward(const std::optional<at::Tensor>& gU, const std::optional
   const auto gS64 = has_gS ? gS->to(at::kDouble).contiguous() : at::Tensor();
   auto inner = at::empty_like(M);
   auto s_pinv = at::empty_like(S64);
-  Backend::for_each_pair(batch_count(M), k,
+  Backend::for_each_pair(batch, k,
                          SvdAdjointInner{M.data_ptr<double>(), N.data_ptr<double>(),
                                          S64.data_ptr<double>(),
                                          has_gS ? gS64.data_ptr<double>() : nullptr,
@@ -226,6 +224,8 @@ at::Tensor svd_backward(const std::optional<at::Tensor>& gU, const std::optional
   if (has_gV && n > k) {
     gX = gX + at::matmul(U64 * s_pinv.unsqueeze(-2), (gV64 - at::matmul(V64, N)).mT());
   }
+  gX = gX.contiguous();
+  report_overflow<Backend>(gX, {gU64, gS64, gV64}, batch, op);
   return gX.to(U.scalar_type());
 }
 
@@ -258,17 +258,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sym_fn_with_eig(const at::Tensor&
   const auto fn = parse_spectral_fn(fn_name, op);
   check_spectral_exponent(fn, p, op);
   check_float_matrix(A, op, "A", /*square=*/true);
+  const int64_t n = A.size(-1), batch = batch_count(A);
+  if (A.numel() == 0) {  // nothing per matrix, however long the batch
+    const auto f64 = A.options().dtype(at::kDouble);
+    return {at::empty(A.sizes(), A.options()), at::empty(with_trailing(A, {n}), f64),
+            at::empty(A.sizes(), f64)};
+  }
   const EigenResult eig = Backend::sym_eig64(A, op, "A");
   auto L = at::empty_like(eig.L);
   auto fL = at::empty_like(eig.L);
-  const int64_t n = A.size(-1), batch = batch_count(A);
   auto outside = at::zeros({batch}, eig.L.options().dtype(at::kBool));
-  if (batch > 0 && n > 0) {
-    Backend::for_each(batch * n, SpectralValues{eig.L.data_ptr<double>(), L.data_ptr<double>(),
-                                                fL.data_ptr<double>(), outside.data_ptr<bool>(), n,
-                                                fn, p});
-  }
-  auto F = at::matmul(eig.V * fL.unsqueeze(-2), eig.V.mT()).to(A.scalar_type());
+  Backend::for_each(batch * n, SpectralValues{eig.L.data_ptr<double>(), L.data_ptr<double>(),
+                                              fL.data_ptr<double>(), outside.data_ptr<bool>(), n,
+                                              fn, p});
+  const auto F64 = at::matmul(eig.V * fL.unsqueeze(-2), eig.V.mT());
+  // f(A) beyond float64 (exp of 800, large |p|): an error, not Inf mixed with NaN.
+  const auto representable = at::isfinite(F64).reshape({batch, -1}).all(1);
+  auto F = F64.to(A.scalar_type()).contiguous();
   const bool raise = raises_on_failure<Backend>();
   report_failures(eig.finite, raise, {F, L, eig.V}, [&](int64_t b) {
     return std::string(op) + ": argument 'A' contains NaN or Inf (matrix " + std::to_string(b) +
@@ -284,9 +290,27 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sym_fn_with_eig(const at::Tensor&
   report_failures(in_domain, raise, {F, L, eig.V}, [&](int64_t b) {
     return std::string(op) + ": fn='" + std::string(fn_name) + "' is not defined for matrix " +
            std::to_string(b) + " of the flattened batch of 'A': " + spectral_domain(fn, p) +
-           ", but its eigenvalues are " + c10::str(eig.L.reshape({batch, n})[b].cpu());
+           ", but its eigenvalues are " + format_values(eig.L.reshape({batch, n})[b]);
   });
+  const auto checked = in_domain.logical_and(eig.finite.defined() ? eig.finite : in_domain);
+  report_failures(representable.logical_or(checked.logical_not()), raise, {F, L, eig.V},
+                  [&](int64_t b) {
+                    return std::string(op) + ": fn='" + std::string(fn_name) +
+                           "' of matrix " + std::to_string(b) +
+                           " of the flattened batch of 'A' overflows float64: its eigenvalues "
+                           "are " + format_values(eig.L.reshape({batch, n})[b]);
+                  });
   return {F, L, eig.V};
+}
+
+// The backward of the ops whose saved tensors are a float64 eigendecomposition
+// L (*, n), V (*, n, n) of A: the incoming gradient g (*, n, n) and L fit V.
+inline void check_eigenbasis_backward_arguments(const at::Tensor& g, const char* g_name,
+                                                const at::Tensor& L, const at::Tensor& V,
+                                                const char* op) {
+  check_float_matrix(V, op, "V", /*square=*/true);
+  check_fits(L, op, "L", with_trailing(V, {V.size(-1)}), V, "V");
+  check_fits(g, op, g_name, V.sizes(), V, "V");
 }
 
 template <typename Backend>
@@ -294,14 +318,22 @@ at::Tensor sym_fn_backward(const at::Tensor& gF, const at::Tensor& L, const at::
                            c10::string_view fn_name, double p) {
   constexpr const char* op = "matbp.sym_fn_backward";
   const auto fn = parse_spectral_fn(fn_name, op);
-  check_float_matrix(gF, op, "gF", /*square=*/true);
-  TORCH_CHECK(gF.sizes() == V.sizes(), op, ": 'gF' must have the shape of 'V' ", V.sizes(),
-              ", got ", gF.sizes());
-  check_same_device(gF, "gF", V, "V", op);
+  check_spectral_exponent(fn, p, op);
+  check_eigenbasis_backward_arguments(gF, "gF", L, V, op);
+  if (V.numel() == 0) return at::zeros(V.sizes(), gF.options());
   const auto L64 = L.to(at::kDouble).contiguous();
-  return eigenbasis_backward<Backend>(gF.to(at::kDouble), V.to(at::kDouble),
-                                      SpectralWeight{L64.data_ptr<double>(), V.size(-1), fn, p})
-      .to(gF.scalar_type());
+  const auto G64 = gF.to(at::kDouble);
+  const auto gA = eigenbasis_backward<Backend>(
+                      G64, V.to(at::kDouble),
+                      SpectralWeight{L64.data_ptr<double>(), V.size(-1), fn, p})
+                      .contiguous();
+  report_overflow<Backend>(gA, {G64}, batch_count(V), op);
+  return gA.to(gF.scalar_type());
+}
+
+inline void check_rank_rtol(std::optional<double> rtol, const char* op) {
+  TORCH_CHECK(!rtol.has_value() || (std::isfinite(*rtol) && *rtol >= 0), op,
+              ": argument 'rtol' must be a finite number >= 0, got ", *rtol);
 }
 
 // Absolute rank tolerance per matrix, rtol max|lambda| (L ascending), (B,).
@@ -309,8 +341,6 @@ inline at::Tensor rank_tolerances(const at::Tensor& L64, std::optional<double> r
                                   const char* op) {
   const int64_t n = L64.size(-1);
   const double r = rtol.has_value() ? *rtol : math::default_rank_rtol<double>(n);
-  TORCH_CHECK(std::isfinite(r) && r >= 0, op,
-              ": argument 'rtol' must be a finite number >= 0, got ", r);
   if (n == 0) return at::zeros(L64.sizes().slice(0, L64.dim() - 1), L64.options());
   return at::maximum(L64.select(-1, 0).abs(), L64.select(-1, n - 1).abs()).mul(r).contiguous();
 }
@@ -321,6 +351,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> projector_with_eig(const at::Tens
                                                                   std::optional<double> rtol) {
   constexpr const char* op = "matbp.projector";
   check_float_matrix(A, op, "A", /*square=*/true);
+  check_rank_rtol(rtol, op);
+  if (A.numel() == 0) {  // nothing per matrix, however long the batch
+    const auto f64 = A.options().dtype(at::kDouble);
+    return {at::empty(A.sizes(), A.options()), at::empty(with_trailing(A, {A.size(-1)}), f64),
+            at::empty(A.sizes(), f64)};
+  }
   const EigenResult eig = Backend::sym_eig64(A, op, "A");
   const auto tol = rank_tolerances(eig.L, rtol, op);
   const auto mask = (eig.L.abs() > tol.unsqueeze(-1)).to(at::kDouble);
@@ -341,10 +377,9 @@ template <typename Backend>
 at::Tensor projector_backward(const at::Tensor& gP, const at::Tensor& L, const at::Tensor& V,
                               std::optional<double> rtol) {
   constexpr const char* op = "matbp.projector_backward";
-  check_float_matrix(gP, op, "gP", /*square=*/true);
-  TORCH_CHECK(gP.sizes() == V.sizes(), op, ": 'gP' must have the shape of 'V' ", V.sizes(),
-              ", got ", gP.sizes());
-  check_same_device(gP, "gP", V, "V", op);
+  check_rank_rtol(rtol, op);
+  check_eigenbasis_backward_arguments(gP, "gP", L, V, op);
+  if (V.numel() == 0) return at::zeros(V.sizes(), gP.options());
   const auto L64 = L.to(at::kDouble).contiguous();
   const auto tol = rank_tolerances(L64, rtol, op);
   return eigenbasis_backward<Backend>(

@@ -155,8 +155,7 @@ inline void check_ncut_arguments(const at::Tensor& Y, const at::Tensor& weights,
               labels.scalar_type());
   TORCH_CHECK(labels.sizes() == batch_m, op, ": argument 'labels' must have shape (*, m) = ",
               batch_m, " matching the features (*, m, d) = ", Y.sizes(), ", got ", labels.sizes());
-  TORCH_CHECK(at::isFloatingType(weights.scalar_type()), op,
-              ": argument 'weights' must be a floating tensor, got ", weights.scalar_type());
+  check_float_dtype(weights, op, "weights");
   TORCH_CHECK(weights.sizes() == batch_m, op, ": argument 'weights' must have shape (*, m) = ",
               batch_m, ", got ", weights.sizes());
   TORCH_CHECK(Y.size(-2) >= 1, op, ": need at least one pixel (m >= 1), got m = 0");
@@ -226,7 +225,7 @@ ncut_projector_distance_with_basis(const at::Tensor& Y, const at::Tensor& weight
   constexpr const char* op = kNcutOp;
   check_ncut_arguments(Y, weights, labels, Lambda, op);
   const bool has_lambda = Lambda.has_value() && Lambda->defined();
-  TORCH_CHECK(Ops::all_finite(Y), op, ": the features contain NaN or Inf");
+  TORCH_CHECK(Ops::all_finite(Y), op, ": argument 'Y' contains NaN or Inf");
   TORCH_CHECK(Ops::all_finite(weights) && (weights.numel() == 0 || weights.min().item<double>() >= 0),
               op, ": argument 'weights' must be finite and >= 0");
   TORCH_CHECK(!has_lambda || Ops::all_finite(*Lambda), op, ": argument 'Lambda' contains NaN or Inf");
@@ -239,7 +238,10 @@ ncut_projector_distance_with_basis(const at::Tensor& Y, const at::Tensor& weight
   auto [Qy, R] = ncut_tall_skinny_qr(Y64);  // (B, m, k), (B, k, d)
   auto B = has_lambda ? at::matmul(at::matmul(R, ncut_lambda_batch(*Lambda, batch, d)), R.mT())
                       : at::matmul(R, R.mT());
-  const EigenResult eig = Backend::sym_eig64(0.5 * (B + B.mT()), op, "the projected features");
+  // Features near the float64 limits make the d x d core of W overflow.
+  TORCH_CHECK(Ops::all_finite(B), op,
+              ": the affinity W = Y Lambda Y^T overflows float64; scale the features down");
+  const EigenResult eig = Backend::sym_eig64(0.5 * (B + B.mT()), op, "R Lambda R^T");
   const auto& mu = eig.L;  // (B, k) ascending
   const auto& Z = eig.V;   // (B, k, k)
   const int64_t k = mu.size(-1);
@@ -271,8 +273,8 @@ ncut_projector_distance_with_basis(const at::Tensor& Y, const at::Tensor& weight
   // The op synchronises anyway, so it raises as the CPU does rather than
   // return NaN: an int64 rank cannot carry a NaN.
   report_failures(eig.finite, /*raise=*/true, {J, Q, P0, mu_pinv}, [&](int64_t b) {
-    return std::string(op) + ": argument 'the projected features' contains NaN or Inf (matrix " +
-           std::to_string(b) + " of the flattened batch)";
+    return std::string(op) + ": the affinity W = Y Lambda Y^T of matrix " + std::to_string(b) +
+           " of the flattened batch overflows float64; scale the features down";
   });
   report_failures(eig.converged, /*raise=*/true, {J, Q, P0, mu_pinv}, [&](int64_t b) {
     return std::string(op) + ": the eigensolver failed to converge on matrix " +
@@ -334,15 +336,18 @@ inline void check_ncut_backward_arguments(const at::Tensor& gJ, const at::Tensor
               at::IntArrayRef(batch_k), ", got ", mu_pinv.sizes());
   TORCH_CHECK(gJ.sizes() == batch_shape, op, ": 'gJ' must have shape ", batch_shape, ", got ",
               gJ.sizes());
-  TORCH_CHECK(at::isFloatingType(weights.scalar_type()) && weights.sizes() == batch_m, op,
-              ": 'weights' must be a floating tensor of shape ", batch_m, ", got ",
-              weights.scalar_type(), " ", weights.sizes());
+  check_float_dtype(gJ, op, "gJ");
+  check_float_dtype(mu_pinv, op, "mu_pinv");
+  check_float_dtype(weights, op, "weights");
+  TORCH_CHECK(weights.sizes() == batch_m, op, ": 'weights' must have shape ", batch_m, ", got ",
+              weights.sizes());
   TORCH_CHECK(segment_index.scalar_type() == at::kLong && segment_index.sizes() == batch_m, op,
               ": 'segment_index' must be an int64 tensor of shape ", batch_m, ", got ",
               segment_index.scalar_type(), " ", segment_index.sizes());
-  TORCH_CHECK(stats.dim() == 2 && stats.size(1) == k + d + 1 && at::isFloatingType(stats.scalar_type()),
-              op, ": 'segment_stats' must be a floating tensor of shape (segments, k + d + 1 = ",
-              k + d + 1, "), got ", stats.scalar_type(), " ", stats.sizes());
+  check_float_dtype(stats, op, "segment_stats");
+  TORCH_CHECK(stats.dim() == 2 && stats.size(1) == k + d + 1, op,
+              ": 'segment_stats' must have shape (segments, k + d + 1 = ", k + d + 1, "), got ",
+              stats.sizes());
   TORCH_CHECK(segment_image.scalar_type() == at::kLong && segment_image.dim() == 1 &&
                   segment_image.size(0) == stats.size(0),
               op, ": 'segment_image' must be an int64 tensor of shape (", stats.size(0),

@@ -31,8 +31,10 @@ inline bool o2p_uses_gram_of_rows(const at::Tensor& X) { return X.size(-2) < X.s
 
 inline void check_o2p_arguments(const at::Tensor& X, double eps, const char* op) {
   check_float_matrix(X, op, "X", /*square=*/false);
-  TORCH_CHECK(std::isfinite(eps) && eps > 0, op,
-              ": argument 'eps' must be a positive finite number, got ", eps);
+  // Below the smallest normal number 1/eps, h(0), overflows.
+  TORCH_CHECK(std::isfinite(eps) && eps >= math::smallest_normal<double>(), op,
+              ": argument 'eps' must be a positive finite number >= 2.2250738585072014e-308 ",
+              "(the smallest normal float64), got ", eps);
 }
 
 // The saved tensors of o2p_log_with_eig must fit X: S (*, k), U (*, k, k),
@@ -43,14 +45,10 @@ inline void check_o2p_backward_arguments(const at::Tensor& gC, const at::Tensor&
   check_o2p_arguments(X, eps, op);
   const int64_t m = X.size(-2), d = X.size(-1), k = std::min(m, d);
   const bool rows = o2p_uses_gram_of_rows(X);
-  TORCH_CHECK(gC.sizes() == with_trailing(X, {d, d}), op, ": 'gC' must have shape (*, d, d) = ",
-              c10::IntArrayRef(with_trailing(X, {d, d})), ", got ", gC.sizes());
-  TORCH_CHECK(S.sizes() == with_trailing(X, {k}) && U.sizes() == with_trailing(X, {k, k}) &&
-                  Y.sizes() == with_trailing(X, {rows ? m : 0, d}),
-              op, ": saved tensors S (*, k), U (*, k, k), Y (*, m or 0, d), k = min(m, d) = ", k,
-              ", do not match 'X' ", X.sizes(), ": got ", S.sizes(), ", ", U.sizes(), ", ",
-              Y.sizes());
-  for (const auto* t : {&gC, &S, &U, &Y}) check_same_device(*t, "saved tensors", X, "X", op);
+  check_fits(gC, op, "gC", with_trailing(X, {d, d}), X, "X");
+  check_fits(S, op, "S", with_trailing(X, {k}), X, "X");
+  check_fits(U, op, "U", with_trailing(X, {k, k}), X, "X");
+  check_fits(Y, op, "Y", with_trailing(X, {rows ? m : 0, d}), X, "X");
 }
 
 // h(s_i) (m x m path) or log(eps + s_i) (d x d path) of clamped Gram
@@ -77,11 +75,15 @@ struct O2pRowsInner {
     const double* sb = s + b * n;
     const double* hb = h + b * n;
     if (i == j) {
-      mb[i * n + i] *= 2.0 * math::o2p_h_divided_difference(sb[i], sb[i], hb[i], hb[i], eps);
+      if (mb[i * n + i] != 0.0) {
+        mb[i * n + i] *= 2.0 * math::o2p_h_divided_difference(sb[i], sb[i], hb[i], hb[i], eps);
+      }
       return;
     }
-    const double w = math::o2p_h_divided_difference(sb[i], sb[j], hb[i], hb[j], eps);
-    const double e = w * (mb[i * n + j] + mb[j * n + i]);
+    // Zero stays zero where h[s_i, s_j] ~ 1/eps^2 overflows (tiny eps).
+    const double sum = mb[i * n + j] + mb[j * n + i];
+    const double e =
+        sum == 0.0 ? 0.0 : math::o2p_h_divided_difference(sb[i], sb[j], hb[i], hb[j], eps) * sum;
     mb[i * n + j] = e;
     mb[j * n + i] = e;
   }
@@ -111,13 +113,17 @@ struct O2pColsInner {
 };
 
 // Rayleigh-quotient refinement of the small Gram eigenvalues (see above),
-// then the clamp to >= 0. s (B, k) ascending; quotients (B, k).
-inline at::Tensor refine_gram_eigenvalues(const at::Tensor& s, const at::Tensor& quotients) {
+// then those below the numerical rank set to 0 (math::o2p_gram_zero_cutoff),
+// which also clamps round-off negatives. s (B, k) ascending; quotients (B, k).
+inline at::Tensor refine_gram_eigenvalues(const at::Tensor& s, const at::Tensor& quotients,
+                                          int64_t m, int64_t d) {
   const int64_t k = s.size(-1);
   if (k == 0) return s;
-  const auto cutoff =
-      s.select(-1, k - 1).abs().mul(std::sqrt(math::machine_epsilon<double>())).unsqueeze(-1);
-  return at::where(s <= cutoff, quotients, s).clamp_min(0.0).contiguous();
+  const auto s_max = s.select(-1, k - 1).abs().unsqueeze(-1);
+  const auto refined =
+      at::where(s <= s_max * std::sqrt(math::machine_epsilon<double>()), quotients, s);
+  const auto zero = math::o2p_gram_zero_cutoff(1.0, m, d);
+  return at::where(refined <= s_max * zero, at::zeros_like(refined), refined).contiguous();
 }
 
 inline at::Tensor symmetric_part(const at::Tensor& G) { return (G + G.mT()).mul_(0.5); }
@@ -144,11 +150,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> o2p_log_with_eig(cons
   const auto& V = eig.V;  // U (m x m path) or W
   at::Tensor Y, s;
   if (rows) {
-    Y = at::matmul(V.mT(), X64).contiguous();
-    s = refine_gram_eigenvalues(eig.L, Y.square().sum(-1));
+    Y = at::matmul(V.mT(), X64);
+    s = refine_gram_eigenvalues(eig.L, Y.square().sum(-1), m, d);
+    // Rows of Y along numerically null directions are noise: zero, as s is.
+    Y = (Y * (s > 0).unsqueeze(-1)).contiguous();
   } else {
     Y = at::zeros({batch, 0, d}, opts);
-    s = refine_gram_eigenvalues(eig.L, at::matmul(X64, V).square().sum(-2));
+    s = refine_gram_eigenvalues(eig.L, at::matmul(X64, V).square().sum(-2), m, d);
   }
   auto values = at::empty_like(s);
   Backend::for_each(batch * k, O2pGramValues{s.data_ptr<double>(), values.data_ptr<double>(), eps,
@@ -210,6 +218,8 @@ at::Tensor o2p_log_backward(const at::Tensor& gC, const at::Tensor& X, const at:
                                                   values.data_ptr<double>(), eps, d});
     gX = at::matmul(X64, at::matmul(at::matmul(V, inner), V.mT()));
   }
+  gX = gX.contiguous();
+  report_overflow<Backend>(gX, {G}, batch, op);
   return gX.reshape(X.sizes()).to(X.scalar_type());
 }
 
