@@ -101,11 +101,12 @@ MATBP_HOST_DEVICE inline T o2p_gram_zero_cutoff(T s_max, int64_t m, int64_t d) {
   return r * r * s_max;
 }
 
-// log(eps + s) for s >= 0, exact for s << eps.
+// log(eps + s) for s >= 0, around the larger of the two so that the log1p
+// argument is <= 1: exact for s << eps, and no cancellation between log(eps)
+// and log1p(s / eps) for s >> eps (tiny eps).
 template <typename T>
 MATBP_HOST_DEVICE inline T o2p_log_eigenvalue(T s, T eps) {
-  const T x = s / eps;
-  return x <= T(kO2pLogRatioLimit) ? log(eps) + log1p(x) : log(s);
+  return s > eps ? log(s) + log1p(eps / s) : log(eps) + log1p(s / eps);
 }
 
 }  // namespace matbp::math

@@ -311,7 +311,7 @@ TEST_F(GenericNcut, BadInputsRaiseClearErrors) {
   Yn[0][1][2] = std::numeric_limits<double>::quiet_NaN();
   EXPECT_NE(error_of([&] {
               with_basis_op().call(Yn, w, at::zeros({2, m}, kI64), std::nullopt, std::nullopt);
-            }).find("the features contain NaN or Inf"),
+            }).find("argument 'Y' contains NaN or Inf"),
             std::string::npos);
   const auto bad_lambda = at::full({d, d}, std::numeric_limits<double>::infinity(), kF64);
   EXPECT_NE(error_of([&] {

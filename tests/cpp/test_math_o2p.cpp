@@ -124,8 +124,8 @@ TEST(DividedDifferenceLogWithLogs, AgreesWithLog1pForm) {
 // and agree with the plain quotients where those have no cancellation.
 TEST(O2PHDividedDifference, TinyEps) {
   const double eps = 1e-300;
-  for (double s : {1e-10, 1.0, 1e10}) {
-    EXPECT_LE(rel(mm::o2p_h(s, eps), (std::log(s) - std::log(eps)) / s), 1e-15);
+  for (double s : {1e-10, 2.0, 1e10}) {
+    EXPECT_LE(rel(mm::o2p_h(s, eps), (std::log(s) - std::log(eps)) / s), 1e-14);
     EXPECT_LE(rel(mm::o2p_log_eigenvalue(s, eps), std::log(s)), 1e-15);
   }
   const double si = 1.0, sj = 1.25;
