@@ -8,7 +8,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-TORCH_SPEC ?= torch==2.14.1
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 export MAX_JOBS ?= 2
 # The CUDA backend is built whenever a CUDA toolkit is on PATH (torch's wheel
 # here is a CUDA build); asking for it explicitly makes a broken toolkit fail
@@ -61,6 +61,7 @@ bench: $(BUILD_STAMP)
 	$(PY) bench/bench_sym_eig.py
 	$(PY) bench/bench_o2p_log.py
 	$(PY) bench/bench_ncut.py
+	$(PY) bench/bench_train.py
 
 # On a GPU machine with torch already installed (no network): builds matbp
 # with CUDA against that torch, runs the CUDA tests and the GPU benchmarks,

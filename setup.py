@@ -202,4 +202,9 @@ setup(
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     python_requires=">=3.9",
     install_requires=["torch>=2.4", "numpy", "scipy", "pillow"],
+    # The training commands (matbp.models, matbp.datasets, matbp.train):
+    # torchvision's architectures, progress bars, figures, COCO annotations,
+    # and the packages whose bundled images are the built-in real data.
+    extras_require={"train": ["torchvision", "tqdm", "matplotlib", "pycocotools", "scikit-image", "scikit-learn"]},
+    entry_points={"console_scripts": ["matbp-train = matbp.train:cli"]},
 )

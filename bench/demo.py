@@ -6,6 +6,7 @@ small sizes (full runs: `make bench`)."""
 
 import os
 import platform
+import shutil
 import sys
 import time
 
@@ -170,6 +171,26 @@ def ncut_check():
     return ok
 
 
+def deepo2p_training():
+    """The paper's Table 1 comparison in miniature: the first-order baseline
+    and DeepO2P trained from scratch on the built-in second-order textures
+    (full run: python -m matbp.experiments table1)."""
+    from matbp import experiments
+
+    out = os.path.join(os.path.dirname(HERE), "build", "demo", "table1")
+    shutil.rmtree(out, ignore_errors=True)  # a fresh run each time, not an older one's results
+    table = experiments.main(["table1", "--out", out, "--only", "baseline", "deepo2p", "--seeds", "1",
+                              "--epochs", "4", "--train-samples", "1000", "--no-progress"])
+    rows = {r["config"]: r for r in table["rows"]}
+    base, deep = rows["baseline"], rows["deepo2p"]
+    ok = check("DeepO2P (matbp): every training step finite", deep["nonfinite_steps"] == 0,
+               f"{deep['nonfinite_steps']} skipped")
+    ok &= check("DeepO2P learns second-order textures faster", deep["val_error_mean"] < base["val_error_mean"],
+                f"val error {100 * deep['val_error_mean']:.1f}% vs baseline {100 * base['val_error_mean']:.1f}%")
+    print(f"  runs, logs, checkpoints and curves: {out}")
+    return ok
+
+
 def main():
     heading("matbp")
     print(f"  matbp {matbp.__version__}, torch {torch.__version__}, Python {platform.python_version()}")
@@ -182,6 +203,8 @@ def main():
     ok &= o2p_and_projector_check()
     heading("normalized cuts")
     ok &= ncut_check()
+    heading("DeepO2P trained end to end (4 epochs; full Table 1: python -m matbp.experiments table1)")
+    ok &= deepo2p_training()
     heading("benchmark: sym_eig vs torch.linalg.eigh (small sizes; full run: make bench)")
     import bench_sym_eig
 

@@ -1223,3 +1223,16 @@ def test_concurrent_threads(own_streams):
     for (L, g), A, want in zip(results, problems, expected):
         assert_rel(L, want, 1e-12, "eigenvalues")
         assert_rel(g, 2 * A, 1e-10, "gradient")
+
+
+@needs_cuda
+def test_deepo2p_trains_on_cuda(tmp_path):
+    """A tiny DeepO2P run of the training command on the GPU: the O2P layer
+    stays on the device, every step is finite, the summary names the GPU."""
+    from matbp import train
+
+    summary = train.main(["o2p", "--data", "textures", "--model", "deepo2p", "--backbone", "small", "--epochs", "1",
+                          "--batch-size", "16", "--train-samples", "48", "--val-samples", "32", "--device", "cuda",
+                          "--out", str(tmp_path), "--no-progress"])
+    assert summary["device"]["type"] == "cuda"
+    assert summary["nonfinite_steps"] == 0 and 0.0 <= summary["val_error"] <= 1.0

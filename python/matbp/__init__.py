@@ -15,6 +15,18 @@ from .objectives import ArgumentError, affinity_rank, ncut_degrees, ncut_j1, ncu
 
 __version__ = "0.1.0"
 
+# The training side (torchvision, matplotlib, ...) loads on first use:
+# `matbp.models.DeepO2P` works after a plain `import matbp`.
+_LAZY = ("models", "datasets", "engine", "train", "experiments")
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'matbp' has no attribute {name!r}")
+
 __all__ = [
     "sym_eig",
     "svd",
@@ -33,5 +45,9 @@ __all__ = [
     "ncut",
     "metrics",
     "data",
+    "models",
+    "datasets",
+    "train",
+    "experiments",
     "__version__",
 ]
