@@ -206,5 +206,5 @@ setup(
     # torchvision's architectures, progress bars, figures, COCO annotations,
     # and the packages whose bundled images are the built-in real data.
     extras_require={"train": ["torchvision", "tqdm", "matplotlib", "pycocotools", "scikit-image", "scikit-learn"]},
-    entry_points={"console_scripts": ["matbp-train = matbp.train:cli"]},
+    entry_points={"console_scripts": ["matbp-train = matbp.train:cli", "matbp-evaluate = matbp.evaluate:cli"]},
 )

@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 
 # The training side (torchvision, matplotlib, ...) loads on first use:
 # `matbp.models.DeepO2P` works after a plain `import matbp`.
-_LAZY = ("models", "datasets", "engine", "train", "experiments")
+_LAZY = ("models", "datasets", "engine", "train", "evaluate", "experiments")
 
 
 def __getattr__(name):

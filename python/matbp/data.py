@@ -40,6 +40,11 @@ presentation are stored, so this is a documented choice; for ``flipflop 0``
 
 Images are read with Pillow by :func:`read_image`; :func:`load_bsds_image`
 loads an image with its human segmentations.
+
+:func:`make_mosaics` writes a built-in stand-in for BSDS300 in the same
+layout (texture mosaics with several "human" segmentations per image), and
+:func:`mosaics_root` keeps a generated copy in a cache folder; both are read
+by :class:`matbp.datasets.bsds.BSDS300`.
 """
 
 from __future__ import annotations
@@ -53,7 +58,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-__all__ = ["read_bsds_seg", "write_bsds_seg", "read_image", "load_bsds_image"]
+__all__ = ["read_bsds_seg", "write_bsds_seg", "read_image", "load_bsds_image", "make_mosaics", "mosaics_root",
+           "MOSAICS_VERSION"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -381,3 +387,365 @@ def load_bsds_image(
             )
         segs.append(lab)
     return image, segs
+
+
+# --------------------------------------------------------------------------
+# Built-in BSDS300-layout texture mosaics
+# --------------------------------------------------------------------------
+
+#: Bumped whenever make_mosaics' output changes, so a cached copy of an older
+#: generator is never reused (it is part of mosaics_root's folder name).
+MOSAICS_VERSION = 1
+
+_MOSAIC_TAG = 0x5E65
+_MOSAIC_SPLIT_CODE = {"train": 0, "test": 1}
+_MOSAIC_IID_BASE = {"train": 100001, "test": 200001}
+# "human" subjects: colour segmentations from the finest to the coarsest,
+# then one grayscale segmentation (the finest: the true regions).
+_MOSAIC_COLOR_UIDS = (1101, 1102, 1103)
+_MOSAIC_GRAY_UID = 1104
+_MOSAIC_DATE = "Thu Jan 01 00:00:00 2015"  # fixed, so the files are byte-identical
+_SYNTHETIC_KINDS = ("oriented", "stripes", "blobs", "grain", "checks", "colour")
+_MIN_REGION_FRACTION = 0.04
+
+
+def make_mosaics(
+    root: PathLike,
+    seed: int = 0,
+    *,
+    num_train: int = 40,
+    num_test: int = 20,
+    size: Tuple[int, int] = (96, 128),
+    regions: Tuple[int, int] = (3, 7),
+) -> str:
+    """Write a BSDS300-layout folder of texture mosaics at ``root``.
+
+    Layout (that of BSDS300)::
+
+        root/images/train/<iid>.jpg     (JPEG, quality 95, 4:4:4)
+        root/images/test/<iid>.jpg
+        root/human/color/<uid>/<iid>.seg
+        root/human/gray/<uid>/<iid>.seg
+        root/iids_train.txt, root/iids_test.txt   (one iid per line)
+
+    with iids ``100001, 100002, ...`` (train) and ``200001, ...`` (test).
+
+    Each image (``size`` = (H, W), default 96×128) is a mosaic of
+    ``regions[0]..regions[1]`` (default 3–7) regions: the cells of a Voronoi
+    diagram of random seeds in warped coordinates (so boundaries curve),
+    each cell connected and covering at least 4% of the image. Every region
+    shows a different texture, drawn without replacement from 16 kinds: crops
+    of the ten photographs scikit-image bundles (brick, grass, gravel,
+    camera, coins, moon, text, astronaut, coffee, chelsea; grayscale, at a
+    random scale 1 or 1/2, random 90° rotation and mirror, their low
+    frequencies removed so that a crop is a stationary texture) and six
+    synthetic ones (oriented noise at a random angle, noisy stripes, blobs,
+    fine grain, noisy checks, colour-mixed noise). A texture is standardised
+    and rendered as ``colour + contrast · texture``, where the colours of all
+    regions of an image lie close together (an image-wide grey level in
+    [0.4, 0.6], each region within ±0.07 of it, per-channel tints within
+    ±0.04) while the contrast is 0.09–0.2: the intensity distributions of
+    the regions overlap, so a per-pixel colour clustering cannot find them;
+    their texture separates them.
+
+    "Human" segmentations, several per image, at different granularities:
+    ``human/color/1101`` is the true region map (n regions);
+    ``human/color/1102`` and ``1103`` merge adjacent regions of similar
+    texture (greedily, the adjacent pair with the closest mean of local
+    texture features first) down to ``max(2, ceil(n/2))`` and 2 regions
+    (only the distinct counts are written, so images with 3 or 4 regions get
+    two colour segmentations); ``human/gray/1104`` is again the true map,
+    written with ``gray 1``.
+
+    ``root`` must be absent or empty (FileExistsError otherwise).
+
+    Deterministic: image k of a split depends only on ``(seed, split, k)``
+    (not on ``num_train``/``num_test``), and the same arguments write
+    byte-identical files (with the same numpy, scipy and Pillow).
+
+    Returns:
+        ``root`` (as a str).
+    """
+    name = "matbp.data.make_mosaics"
+    from PIL import Image
+
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"{name}: seed must be a non-negative integer, got {seed!r}")
+    for arg, v in (("num_train", num_train), ("num_test", num_test)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name}: {arg} must be a positive integer, got {v!r}")
+    try:
+        H, W = (int(v) for v in size)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: size must be (height, width), got {size!r}") from None
+    if H < 32 or W < 32 or H * W > 4096 * 4096:
+        raise ValueError(f"{name}: size must be at least 32×32 (and at most 4096×4096 pixels), got {size!r}")
+    try:
+        lo, hi = (int(v) for v in regions)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: regions must be (min, max), got {regions!r}") from None
+    if not 2 <= lo <= hi <= min(16, len(_SYNTHETIC_KINDS) + 10):
+        raise ValueError(f"{name}: regions must be (min, max) with 2 <= min <= max <= 16, got {regions!r}")
+
+    root = os.fspath(root)
+    if os.path.isdir(root) and os.listdir(root):
+        raise FileExistsError(f"{name}: {root} is not empty; give a new or empty folder (files of an earlier "
+                              "set would be mixed with the new one)")
+    for split, count in (("train", num_train), ("test", num_test)):
+        os.makedirs(os.path.join(root, "images", split), exist_ok=True)
+        iids = []
+        for k in range(int(count)):
+            iid = _MOSAIC_IID_BASE[split] + k
+            rng = np.random.default_rng([_MOSAIC_TAG, int(seed), _MOSAIC_SPLIT_CODE[split], k])
+            image, levels = _mosaic(rng, H, W, lo, hi)
+            Image.fromarray(image).save(os.path.join(root, "images", split, f"{iid}.jpg"), format="JPEG",
+                                        quality=95, subsampling=0)
+            for uid, labels in zip(_MOSAIC_COLOR_UIDS, levels):
+                d = os.path.join(root, "human", "color", str(uid))
+                os.makedirs(d, exist_ok=True)
+                write_bsds_seg(os.path.join(d, f"{iid}.seg"), labels, iid, uid, date=_MOSAIC_DATE)
+            d = os.path.join(root, "human", "gray", str(_MOSAIC_GRAY_UID))
+            os.makedirs(d, exist_ok=True)
+            write_bsds_seg(os.path.join(d, f"{iid}.seg"), levels[0], iid, _MOSAIC_GRAY_UID, gray=1,
+                           date=_MOSAIC_DATE)
+            iids.append(str(iid))
+        with open(os.path.join(root, f"iids_{split}.txt"), "w", encoding="ascii") as f:
+            f.write("\n".join(iids) + "\n")
+    return root
+
+
+def mosaics_root(seed: int = 0, **options) -> str:
+    """The folder of ``make_mosaics(root, seed, **options)``, generated once
+    and cached.
+
+    The cache is ``$MATBP_CACHE`` if set, else ``$XDG_CACHE_HOME/matbp``
+    (``~/.cache/matbp``); the folder is ``mosaics-v<MOSAICS_VERSION>-<seed>``,
+    plus a hash of ``options`` when any are given. It is written to a
+    temporary folder next to it and renamed into place (``os.replace``), so
+    a folder that exists is complete, and processes that generate it at the
+    same time (e.g. the ranks of a distributed run) all end up with the same
+    copy.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"matbp.data.mosaics_root: seed must be a non-negative integer, got {seed!r}")
+    cache = os.environ.get("MATBP_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "matbp")
+    folder = f"mosaics-v{MOSAICS_VERSION}-{int(seed)}"
+    if options:
+        import hashlib
+
+        key = repr(sorted((k, v if isinstance(v, (int, str)) else tuple(v)) for k, v in options.items()))
+        folder += "-" + hashlib.sha1(key.encode()).hexdigest()[:10]
+    path = os.path.join(cache, folder)
+    if os.path.isdir(path):
+        return path
+    import shutil
+    import tempfile
+
+    os.makedirs(cache, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{folder}-", dir=cache)
+    try:
+        make_mosaics(tmp, seed, **options)
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if not os.path.isdir(path):  # not another process's copy: a real failure
+                raise
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def _mosaic(rng: np.random.Generator, H: int, W: int, lo: int, hi: int):
+    """One mosaic: the (H, W, 3) uint8 image and its label maps, finest first,
+    with distinct numbers of segments."""
+    n = int(rng.integers(lo, hi + 1))
+    labels = _region_layout(rng, H, W, n)
+    n = int(labels.max()) + 1
+    kinds = _texture_kinds()
+    chosen = rng.choice(len(kinds), size=n, replace=False)
+    grey = rng.uniform(0.4, 0.6)
+    image = np.empty((3, H, W))
+    for r in range(n):
+        texture = _texture(rng, kinds[int(chosen[r])], H, W)  # (3, H, W), zero mean, unit variance
+        colour = grey + rng.uniform(-0.07, 0.07) + rng.uniform(-0.04, 0.04, size=3)
+        contrast = rng.uniform(0.09, 0.2)
+        mask = labels == r
+        image[:, mask] = colour[:, None] + contrast * texture[:, mask]
+    image = np.clip(np.rint(image.transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)
+    counts = sorted({n, max(2, (n + 1) // 2), 2}, reverse=True)
+    return image, _merge_levels(image, labels, counts)
+
+
+def _region_layout(rng: np.random.Generator, H: int, W: int, n: int) -> np.ndarray:
+    """(H, W) int64 map of n connected regions (labels 0..n'-1, n' <= n),
+    each at least _MIN_REGION_FRACTION of the image: Voronoi cells of random
+    seeds in smoothly warped coordinates."""
+    from scipy import ndimage
+
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float64)
+    labels = None
+    for _ in range(20):
+        amp = 0.08 * min(H, W)
+        warp = [ndimage.gaussian_filter(rng.standard_normal((H, W)), min(H, W) / 6.0, mode="wrap")
+                for _ in range(2)]
+        warp = [w / (np.abs(w).max() + 1e-12) * amp for w in warp]
+        seeds = rng.uniform((0, 0), (H, W), size=(n, 2))
+        d = (yy[None] + warp[0][None] - seeds[:, 0, None, None]) ** 2 + \
+            (xx[None] + warp[1][None] - seeds[:, 1, None, None]) ** 2
+        labels = _connected(np.argmin(d, axis=0), n)
+        areas = np.bincount(labels.ravel(), minlength=n)
+        if areas.min() >= _MIN_REGION_FRACTION * H * W:
+            return labels
+    # No layout with n large regions in 20 tries: merge the small regions
+    # into their neighbours (the image then has fewer regions).
+    while True:
+        areas = np.bincount(labels.ravel())
+        small = np.flatnonzero(areas < _MIN_REGION_FRACTION * H * W)
+        if small.size == 0 or areas.size <= 2:
+            return labels
+        labels = _absorb(labels, labels == small[0])
+        labels = np.unique(labels, return_inverse=True)[1].reshape(H, W)
+
+
+def _connected(labels: np.ndarray, n: int) -> np.ndarray:
+    """Every label reduced to its largest connected component, the other
+    components given to the neighbouring region they touch most."""
+    from scipy import ndimage
+
+    labels = labels.copy()
+    for r in range(n):
+        comp, count = ndimage.label(labels == r)
+        if count <= 1:
+            continue
+        sizes = np.bincount(comp.ravel())[1:]
+        keep = int(np.argmax(sizes)) + 1
+        for c in range(1, count + 1):
+            if c != keep:
+                labels = _absorb(labels, comp == c)
+    return np.unique(labels, return_inverse=True)[1].reshape(labels.shape).astype(np.int64)
+
+
+def _absorb(labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """labels with the pixels of mask given to the label most common on the
+    ring of pixels around it."""
+    from scipy import ndimage
+
+    ring = ndimage.binary_dilation(mask) & ~mask
+    out = labels.copy()
+    if ring.any():
+        out[mask] = int(np.argmax(np.bincount(labels[ring])))
+    return out
+
+
+def _texture_kinds() -> Tuple[str, ...]:
+    from .datasets.photos import PHOTOS
+
+    return tuple(f"photo:{p}" for p in PHOTOS) + _SYNTHETIC_KINDS
+
+
+def _texture(rng: np.random.Generator, kind: str, H: int, W: int) -> np.ndarray:
+    """A (3, H, W) texture field, standardised over the field."""
+    from scipy import ndimage
+
+    from .datasets.textures import texture_kernel
+
+    gain = 1.0 + rng.uniform(-0.15, 0.15, size=3)
+    if kind.startswith("photo:"):
+        from .datasets.photos import PHOTOS, _load_photos
+
+        images, _, _ = _load_photos()
+        photo = images[list(PHOTOS).index(kind[len("photo:"):])].astype(np.float64) / 255.0
+        photo = np.rot90(photo, int(rng.integers(4)))
+        if rng.random() < 0.5:
+            photo = photo[:, ::-1]
+        scale = int(rng.integers(1, 3))
+        h, w = H * scale, W * scale
+        pad = ((0, max(0, h - photo.shape[0])), (0, max(0, w - photo.shape[1])))
+        if pad[0][1] or pad[1][1]:
+            photo = np.pad(photo, pad, mode="symmetric")
+        best = None
+        for _ in range(4):  # avoid a flat crop (sky, the moon's background)
+            top = int(rng.integers(0, photo.shape[0] - h + 1))
+            left = int(rng.integers(0, photo.shape[1] - w + 1))
+            crop = photo[top:top + h, left:left + w]
+            if scale > 1:
+                crop = crop.reshape(H, scale, W, scale).mean(axis=(1, 3))
+            crop = crop - ndimage.gaussian_filter(crop, 8.0, mode="reflect")
+            if best is None or crop.std() > best.std():
+                best = crop
+            if best.std() > 0.03:
+                break
+        t = best
+    elif kind == "oriented":
+        k = texture_kernel(rng.uniform(0.0, 180.0), rng.uniform(2.0, 4.0), rng.uniform(0.6, 1.0), radius=12)
+        # Circular convolution by FFT, keeping the outputs that did not wrap
+        # around (numpy's FFT: importing scipy.signal costs seconds).
+        s = (H + 24, W + 24)
+        t = np.fft.irfft2(np.fft.rfft2(rng.standard_normal(s)) * np.fft.rfft2(k, s=s), s=s)[24:, 24:]
+    elif kind == "stripes":
+        theta, period = rng.uniform(0.0, np.pi), rng.uniform(5.0, 12.0)
+        yy, xx = np.mgrid[0:H, 0:W].astype(np.float64)
+        wobble = ndimage.gaussian_filter(rng.standard_normal((H, W)), 6.0, mode="wrap")
+        wobble *= 1.5 / (np.abs(wobble).max() + 1e-12)
+        phase = 2 * np.pi * (xx * np.cos(theta) + yy * np.sin(theta)) / period + wobble
+        t = np.sin(phase + rng.uniform(0.0, 2 * np.pi)) + 0.35 * rng.standard_normal((H, W))
+    elif kind == "blobs":
+        t = ndimage.gaussian_filter(rng.standard_normal((H, W)), rng.uniform(2.5, 4.0), mode="wrap")
+    elif kind == "grain":
+        t = ndimage.gaussian_filter(rng.standard_normal((H, W)), 0.5, mode="wrap")
+    elif kind == "checks":
+        theta, period = rng.uniform(0.0, np.pi / 2), rng.uniform(6.0, 14.0)
+        yy, xx = np.mgrid[0:H, 0:W].astype(np.float64)
+        u = (xx * np.cos(theta) + yy * np.sin(theta)) / period
+        v = (-xx * np.sin(theta) + yy * np.cos(theta)) / period
+        t = np.sign(np.sin(np.pi * u) * np.sin(np.pi * v)) + 0.5 * rng.standard_normal((H, W))
+    elif kind == "colour":
+        # Three independent smooth fields mixed across the channels by a
+        # random rotation, on top of a luminance field: a chromatic texture.
+        z = np.stack([ndimage.gaussian_filter(rng.standard_normal((H, W)), 1.5, mode="wrap") for _ in range(4)])
+        z = (z - z.mean(axis=(1, 2), keepdims=True)) / z.std(axis=(1, 2), keepdims=True)
+        q, _ = np.linalg.qr(rng.standard_normal((3, 3)))
+        t = z[0][None] + 0.5 * np.einsum("ck,khw->chw", q, z[1:])
+        return t / t.std()
+    else:
+        raise AssertionError(kind)
+    t = (t - t.mean()) / (t.std() + 1e-12)
+    return gain[:, None, None] * t[None]
+
+
+def _merge_levels(image: np.ndarray, labels: np.ndarray, counts: Sequence[int]) -> List[np.ndarray]:
+    """labels, then coarser maps with counts[1:] regions: adjacent regions
+    merged greedily by the distance of their mean local texture features."""
+    from scipy import ndimage
+
+    g = image.astype(np.float64).mean(axis=2) / 255.0
+    gy, gx = np.gradient(g)
+    local_mean = ndimage.uniform_filter(g, 5)
+    feats = [
+        local_mean,
+        np.sqrt(np.maximum(ndimage.uniform_filter(g * g, 5) - local_mean ** 2, 0.0)),
+        np.abs(gx), np.abs(gy), np.abs(gx + gy) / np.sqrt(2), np.abs(gx - gy) / np.sqrt(2),
+    ]
+    F = np.stack([f / (f.std() + 1e-12) for f in feats], axis=-1).reshape(-1, len(feats))
+    cur = labels.copy()
+    n = int(labels.max()) + 1
+    area = np.bincount(cur.ravel(), minlength=n).astype(np.float64)
+    desc = np.stack([np.bincount(cur.ravel(), weights=F[:, j], minlength=n) for j in range(F.shape[1])], 1)
+    desc /= area[:, None]
+    alive = list(range(n))
+    levels = [labels.copy()]
+    for target in counts[1:]:
+        while len(alive) > target:
+            pairs = set()
+            for a, b in ((cur[:, 1:], cur[:, :-1]), (cur[1:, :], cur[:-1, :])):
+                m = a != b
+                pairs.update(zip(np.minimum(a[m], b[m]).tolist(), np.maximum(a[m], b[m]).tolist()))
+            i, j = min(sorted(pairs), key=lambda p: float(((desc[p[0]] - desc[p[1]]) ** 2).sum()))
+            desc[i] = (area[i] * desc[i] + area[j] * desc[j]) / (area[i] + area[j])
+            area[i] += area[j]
+            cur[cur == j] = i
+            alive.remove(j)
+        levels.append(np.unique(cur, return_inverse=True)[1].reshape(cur.shape).astype(np.int64))
+    return levels

@@ -54,14 +54,16 @@ class TrainingError(RuntimeError):
 # Options
 # --------------------------------------------------------------------------
 
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+def add_common_arguments(parser: argparse.ArgumentParser, *, lr: float = 0.01,
+                         batch_size: Optional[int] = None) -> None:
     """Options every training command has (the paper's hyper-parameters and
-    the run's bookkeeping)."""
+    the run's bookkeeping); ``lr`` and ``batch_size`` are the command's
+    defaults (no default batch size: the option is required)."""
     g = parser.add_argument_group("optimisation (SGD with momentum, as in the paper)")
     g.add_argument("--epochs", type=int, required=True, help="epochs to train (with --resume: the total)")
-    g.add_argument("--batch-size", type=int, required=True,
+    g.add_argument("--batch-size", type=int, required=batch_size is None, default=batch_size,
                    help="global batch size, split evenly over the torchrun processes (the paper: 100)")
-    g.add_argument("--lr", type=float, default=0.01,
+    g.add_argument("--lr", type=float, default=lr,
                    help="learning rate; with --weights, the rate of the layers loaded from the file")
     g.add_argument("--new-layer-lr-mult", type=float, default=10.0,
                    help="with --weights, layers not in the file (new layers) train at lr times this "
@@ -377,8 +379,11 @@ class Trainer:
     """
 
     def __init__(self, args, model, train_set, val_set, step: StepFn, evaluate, describe,
-                 d: Distributed, *, collate_fn=None, extra_summary: Optional[Callable[[], dict]] = None):
+                 d: Distributed, *, collate_fn=None, extra_summary: Optional[Callable[[], dict]] = None,
+                 select: str = "val_error", panels: Optional[Sequence["Panel"]] = None):
         self.args, self.d = args, d
+        self.select = select
+        self.panels = panels if panels is not None else CLASSIFICATION_PANELS
         self.step, self.evaluate, self.describe = step, evaluate, describe
         self.extra_summary = extra_summary
         self.train_set, self.val_set = train_set, val_set
@@ -528,10 +533,11 @@ class Trainer:
                 loss_count += n
                 for k, v in stats.items():
                     sums[k] = sums.get(k, 0.0) + float(v)
-            step_rows.append({"epoch": epoch, "step": self.global_step,
-                              "loss": repr(loss.item()) if loss is not None else "nan",
-                              "grad_norm": repr(norm), "lr": self.optimizer.param_groups[0]["lr"],
-                              "skipped": reason})
+            row = {"epoch": epoch, "step": self.global_step,
+                   "loss": repr(loss.item()) if loss is not None else "nan",
+                   "grad_norm": repr(norm), "lr": self.optimizer.param_groups[0]["lr"], "skipped": reason}
+            row.update({k: repr(v) for k, v in self.describe(stats).items()})
+            step_rows.append(row)
             self.global_step += 1
             elapsed = time.perf_counter() - t0
             bar.set_postfix(self.describe_postfix(loss_sum, loss_count, sums, images * d.world_size, elapsed),
@@ -582,7 +588,7 @@ class Trainer:
                                 "or choose another --out")
         if d.enabled:
             dist.barrier()
-        best = min((h["val_error"] for h in self.history), default=math.inf)
+        best = min((h[self.select] for h in self.history), default=math.inf)
         for epoch in range(self.start_epoch, args.epochs):
             t0 = time.perf_counter()
             row = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}
@@ -593,8 +599,8 @@ class Trainer:
             row.update(self.validate())
             row["epoch_time_s"] = time.perf_counter() - t0
             self.history.append(row)
-            improved = row["val_error"] < best
-            best = min(best, row["val_error"])
+            improved = row[self.select] < best
+            best = min(best, row[self.select])
             self.save(epoch, improved)
             self._append_csv(LOG, [row])
             if d.is_main:
@@ -605,16 +611,16 @@ class Trainer:
         if d.is_main:
             with open(os.path.join(self.out, SUMMARY), "w") as f:
                 json.dump(summary, f, indent=2, default=str)
-            plot_curves(self.out, self.history)
+            plot_curves(self.out, self.history, self.panels)
         return summary
 
     def summary(self) -> dict:
         versions, device = environment(self.d)
         last = self.history[-1] if self.history else {}
-        best = min(self.history, key=lambda h: h["val_error"]) if self.history else {}
+        best = min(self.history, key=lambda h: h[self.select]) if self.history else {}
         out = {
             "val_error": last.get("val_error"),
-            "best_val_error": best.get("val_error"),
+            f"best_{self.select}": best.get(self.select),
             "best_epoch": best.get("epoch"),
             "train_loss": last.get("train_loss"),
             "val_loss": last.get("val_loss"),
@@ -656,9 +662,24 @@ def _number(v: str):
             return v
 
 
-def plot_curves(out: str, history: List[dict]) -> Optional[str]:
-    """curves.png: training loss per step and per epoch, validation loss, and
-    train/validation error per epoch."""
+@dataclass(frozen=True)
+class Panel:
+    """One plot of curves.png: per-epoch ``series`` (key in log.csv, label,
+    scale) and, when ``step_key`` is set, that column of steps.csv too."""
+    ylabel: str
+    series: Tuple[Tuple[str, str, float], ...]
+    step_key: Optional[str] = None
+
+
+CLASSIFICATION_PANELS = (
+    Panel("loss", (("train_loss", "train", 1.0), ("val_loss", "validation", 1.0)), step_key="loss"),
+    Panel("error (%)", (("train_error", "train", 100.0), ("val_error", "validation", 100.0))),
+)
+
+
+def plot_curves(out: str, history: List[dict], panels: Sequence[Panel] = CLASSIFICATION_PANELS) -> Optional[str]:
+    """curves.png: one plot per panel, per-epoch curves over the per-step
+    values they summarise."""
     if not history:
         return None
     import matplotlib
@@ -667,26 +688,23 @@ def plot_curves(out: str, history: List[dict]) -> Optional[str]:
     import matplotlib.pyplot as plt
 
     epochs = [h["epoch"] + 1 for h in history]
-    fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(10, 3.8))
     steps_path = os.path.join(out, STEPS)
-    if os.path.exists(steps_path):
-        steps = [r for r in read_csv(steps_path) if isinstance(r["loss"], float) and math.isfinite(r["loss"])]
-        if steps:
-            per_epoch = max(1, (max(r["step"] for r in steps) + 1) / max(len(history), 1))
-            ax_loss.plot([(r["step"] + 1) / per_epoch for r in steps], [r["loss"] for r in steps],
-                         color="0.8", lw=0.8, label="train (per step)")
-    ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
-    if "val_loss" in history[0]:
-        ax_loss.plot(epochs, [h["val_loss"] for h in history], "s-", label="validation")
-    ax_loss.set_xlabel("epoch")
-    ax_loss.set_ylabel("loss")
-    ax_loss.legend()
-    for key, label, marker in (("train_error", "train", "o-"), ("val_error", "validation", "s-")):
-        if key in history[0]:
-            ax_err.plot(epochs, [100 * h[key] for h in history], marker, label=label)
-    ax_err.set_xlabel("epoch")
-    ax_err.set_ylabel("error (%)")
-    ax_err.legend()
+    steps = read_csv(steps_path) if os.path.exists(steps_path) else []
+    per_epoch = max(1, (max((r["step"] for r in steps), default=0) + 1) / max(len(history), 1))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        if panel.step_key:
+            pts = [r for r in steps if isinstance(r.get(panel.step_key), (int, float))
+                   and math.isfinite(r[panel.step_key])]
+            if pts:
+                ax.plot([(r["step"] + 1) / per_epoch for r in pts], [r[panel.step_key] for r in pts],
+                        color="0.75", lw=0.8, label="train (per step)")
+        for (key, label, scale), marker in zip(panel.series, ("o-", "s-", "^-", "v-")):
+            if key in history[0]:
+                ax.plot(epochs, [scale * h[key] for h in history], marker, label=label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(panel.ylabel)
+        ax.legend()
     fig.tight_layout()
     path = os.path.join(out, CURVES)
     fig.savefig(path, dpi=120)

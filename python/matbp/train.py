@@ -154,12 +154,133 @@ def run_o2p(args) -> dict:
 
 
 # --------------------------------------------------------------------------
+# ncuts: segmentation (DeepNCuts)
+# --------------------------------------------------------------------------
+
+def add_ncuts_arguments(parser: argparse.ArgumentParser) -> None:
+    from .models import BACKBONES
+
+    g = parser.add_argument_group("data")
+    g.add_argument("--data", required=True, choices=("mosaics", "bsds300"),
+                   help="mosaics: the built-in BSDS300-layout texture mosaics (generated once and cached, or "
+                        "in --data-root); bsds300: a BSDS300 folder (--data-root)")
+    g.add_argument("--data-root", default=None,
+                   help="BSDS300 layout: images/{train,test}/<iid>.jpg, human/{color,gray}/<uid>/<iid>.seg, "
+                        "iids_{train,test}.txt")
+    g.add_argument("--train-samples", type=int, default=None, help="use only the first N training images")
+    g.add_argument("--val-samples", type=int, default=None, help="use only the first N test images")
+    g = parser.add_argument_group("model")
+    g.add_argument("--backbone", required=True, choices=BACKBONES)
+    g.add_argument("--objective", choices=("j2", "j1"), default="j2", help="the normalized-cuts loss (paper §5)")
+    g.add_argument("--feature-dim", type=int, default=20, help="d of the learned features X (the paper: 20)")
+    g.add_argument("--hidden", type=int, default=None,
+                   help="filters of the first new conv layer (default: 256 alexnet, 1024 vgg16, 64 small)")
+    g.add_argument("--dropout", type=float, default=0.25)
+    g.add_argument("--stride", type=int, default=1,
+                   help="take the loss at image resolution / stride (1: every pixel, the default)")
+    g.add_argument("--learn-lambda", action="store_true", help="learn the metric Λ of W = X Λ Xᵀ")
+    g.add_argument("--weights", default=None, help="torchvision-format state dict of the backbone")
+    # The paper's rate: 1e-4 for the pretrained layers, ten times larger for
+    # the new ones (--new-layer-lr-mult); images of different sizes: batch 1.
+    engine.add_common_arguments(parser, lr=1e-4, batch_size=1)
+
+
+def _unwrap(model):
+    return getattr(model, "module", model)
+
+
+def make_ncuts_step(objective: str):
+    from .nn import NormalizedCutsLoss
+
+    loss_fn = NormalizedCutsLoss(objective, reduction="none")
+
+    def step(model, batch):
+        X = model(batch["image"])
+        net = _unwrap(model)
+        labels = net.loss_labels(batch["labels"])
+        J = loss_fn(X, labels, net.Lambda())
+        n = J.shape[0]
+        return J.mean(), {"objective": J.detach().sum().item(), "rank": loss_fn.last_rank.sum().item(),
+                          "count": n}
+
+    return step
+
+
+def ncuts_describe(sums: Dict[str, float]) -> Dict[str, float]:
+    if not sums.get("count"):
+        return {}
+    return {"objective": sums["objective"] / sums["count"], "rank": sums["rank"] / sums["count"]}
+
+
+def make_ncuts_evaluate(objective: str):
+    step = make_ncuts_step(objective)
+
+    def evaluate(model, batches, d: Distributed) -> Dict[str, float]:
+        """Mean objective and rank of W over the held-out images (the
+        covering is `python -m matbp.evaluate ncuts`)."""
+        totals = torch.zeros(3, dtype=torch.float64, device=d.device)
+        for batch in batches:
+            _, stats = step(model, batch)
+            totals += torch.tensor([stats["objective"], stats["rank"], stats["count"]], dtype=torch.float64,
+                                   device=d.device)
+        engine.all_reduce_(totals, d)
+        objective_sum, rank_sum, count = totals.tolist()
+        if count == 0:
+            raise TrainingError("the held-out set is empty")
+        return {"loss": objective_sum / count, "objective": objective_sum / count, "rank": rank_sum / count}
+
+    return evaluate
+
+
+NCUTS_PANELS = (
+    engine.Panel("objective", (("train_objective", "train", 1.0), ("val_objective", "held out", 1.0)),
+                 step_key="objective"),
+    engine.Panel("rank of W", (("train_rank", "train", 1.0), ("val_rank", "held out", 1.0)), step_key="rank"),
+)
+
+
+def run_ncuts(args) -> dict:
+    from .datasets import build_dataset, collate_segmentation
+    from .models import DeepNCuts
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    d = engine.setup_distributed(args.device)
+    try:
+        engine.seed_everything(args.seed)
+        if args.data == "bsds300" and args.data_root is None:
+            raise TrainingError("--data bsds300 needs --data-root, a folder in the BSDS300 layout")
+        train_set = _capped(build_dataset(args.data, "train", root=args.data_root, seed=args.seed),
+                            args.train_samples)
+        val_set = _capped(build_dataset(args.data, "test", root=args.data_root, seed=args.seed), args.val_samples)
+        model = DeepNCuts(args.backbone, feature_dim=args.feature_dim, hidden=args.hidden, dropout=args.dropout,
+                          stride=args.stride, learn_lambda=args.learn_lambda, weights=args.weights)
+        torch.manual_seed(args.seed + 1_000_003 * d.rank)
+        trainer = engine.Trainer(
+            args, model, train_set, val_set, make_ncuts_step(args.objective), make_ncuts_evaluate(args.objective),
+            ncuts_describe, d, collate_fn=collate_segmentation, select="val_objective", panels=NCUTS_PANELS,
+            extra_summary=lambda: {"final_objective": trainer.history[-1]["train_objective"] if trainer.history
+                                   else None,
+                                   "final_rank": trainer.history[-1]["train_rank"] if trainer.history else None,
+                                   "parameters": sum(p.numel() for p in model.parameters())})
+        if d.is_main:
+            print(f"matbp.train ncuts: DeepNCuts ({args.backbone}, {args.objective}, stride {args.stride}) on "
+                  f"{args.data}: {len(train_set)} train / {len(val_set)} held-out images, {d.world_size} "
+                  f"process(es) on {d.device}, out {args.out}", flush=True)
+        return trainer.fit()
+    finally:
+        engine.cleanup_distributed(d)
+
+
+# --------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------
 
 TASKS = {
     "o2p": ("train DeepO2P / DeepO2P-FC / the first-order baseline (paper §6.1, Table 1)",
             add_o2p_arguments, run_o2p),
+    "ncuts": ("train DeepNCuts with the normalized-cuts loss at full image resolution (paper §6.2, Table 2)",
+              add_ncuts_arguments, run_ncuts),
 }
 
 

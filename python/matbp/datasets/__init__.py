@@ -47,9 +47,13 @@ from typing import Any, List, Optional, Tuple
 import numpy as np
 import torch
 
-__all__ = ["DATASETS", "SPLITS", "build_dataset", "ImageDataset"]
+__all__ = ["DATASETS", "SEGMENTATION_DATASETS", "SPLITS", "build_dataset", "ImageDataset",
+           "collate_segmentation"]
 
 DATASETS: Tuple[str, ...] = ("textures", "photos", "digits", "coco")
+# Segmentation (DeepNCuts): BSDS300-layout folders; ds[i] is a dict, batched
+# by collate_segmentation. Their splits are "train" and "test" ("val" reads "test").
+SEGMENTATION_DATASETS: Tuple[str, ...] = ("bsds300", "mosaics")
 SPLITS: Tuple[str, ...] = ("train", "val")
 
 # name -> (module, class); imported on first use so that `import
@@ -60,7 +64,16 @@ _REGISTRY = {
     "photos": ("photos", "Photos"),
     "digits": ("photos", "Digits"),
     "coco": ("coco", "CocoInstances"),
+    "bsds300": ("bsds", "BSDS300"),
+    "mosaics": ("bsds", "Mosaics"),
 }
+
+
+def collate_segmentation(batch):
+    """See :func:`matbp.datasets.bsds.collate_segmentation`."""
+    from .bsds import collate_segmentation as collate
+
+    return collate(batch)
 
 
 def _choices(values) -> str:
@@ -156,9 +169,13 @@ def build_dataset(name: str, split: str, root: Optional[str] = None, seed: int =
     ...; see each class).
     """
     where = "matbp.datasets.build_dataset"
-    if not isinstance(name, str) or name not in DATASETS:
-        raise ValueError(f"{where}: unknown name {name!r}; choose one of {_choices(DATASETS)}")
-    check_split(split, where)
+    if not isinstance(name, str) or name not in DATASETS + SEGMENTATION_DATASETS:
+        raise ValueError(f"{where}: unknown name {name!r}; choose one of {_choices(DATASETS + SEGMENTATION_DATASETS)}")
+    if name in SEGMENTATION_DATASETS:
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"{where}: unknown split {split!r}; choose one of 'train', 'test' ('val' reads 'test')")
+    else:
+        check_split(split, where)
     module, attr = _REGISTRY[name]
     cls = getattr(importlib.import_module(f"{__name__}.{module}"), attr)
     accepted = _option_names(cls)
@@ -166,6 +183,6 @@ def build_dataset(name: str, split: str, root: Optional[str] = None, seed: int =
     if unknown:
         raise TypeError(f"{where}: dataset {name!r} has no option(s) {_choices(unknown)}; "
                         f"its options are {_choices(accepted)}")
-    if name == "coco":
+    if name in ("coco", "bsds300", "mosaics"):
         return cls(root, split, seed=seed, augment=augment, **options)
     return cls(split, seed=seed, augment=augment, **options)
