@@ -62,6 +62,7 @@ bench: $(BUILD_STAMP)
 	$(PY) bench/bench_o2p_log.py
 	$(PY) bench/bench_ncut.py
 	$(PY) bench/bench_train.py
+	$(PY) bench/bench_ncuts_train.py
 
 # On a GPU machine with torch already installed (no network): builds matbp
 # with CUDA against that torch, runs the CUDA tests and the GPU benchmarks,

@@ -177,7 +177,7 @@ def deepo2p_training():
     (full run: python -m matbp.experiments table1)."""
     from matbp import experiments
 
-    out = os.path.join(os.path.dirname(HERE), "build", "demo", "table1")
+    out = os.path.join(DEMO_OUT, "table1")
     shutil.rmtree(out, ignore_errors=True)  # a fresh run each time, not an older one's results
     table = experiments.main(["table1", "--out", out, "--only", "baseline", "deepo2p", "--seeds", "1",
                               "--epochs", "4", "--train-samples", "1000", "--no-progress"])
@@ -187,7 +187,27 @@ def deepo2p_training():
                f"{deep['nonfinite_steps']} skipped")
     ok &= check("DeepO2P learns second-order textures faster", deep["val_error_mean"] < base["val_error_mean"],
                 f"val error {100 * deep['val_error_mean']:.1f}% vs baseline {100 * base['val_error_mean']:.1f}%")
-    print(f"  runs, logs, checkpoints and curves: {out}")
+    return ok
+
+
+DEMO_OUT = os.path.join(os.path.dirname(HERE), "build", "demo")
+
+
+def deepncuts_training():
+    """The paper's Table 2 in shape: normalized cuts on the backbone's own
+    features against DeepNCuts trained with J2 at full image resolution, on
+    held-out built-in mosaics (full run: python -m matbp.experiments table2)."""
+    from matbp import experiments
+
+    out = os.path.join(DEMO_OUT, "table2")
+    shutil.rmtree(out, ignore_errors=True)
+    table = experiments.main(["table2", "--out", out, "--no-progress"])
+    base, deep = table["rows"]
+    ok = check("DeepNCuts: every training step finite", table["training"]["nonfinite_steps"] == 0,
+               f"final rank of W {table['training']['final_rank']:.0f}")
+    gain = deep["best_covering_ois"] - base["best_covering_ois"]
+    ok &= check("DeepNCuts beats NCuts by ≥ 0.10 best covering (OIS)", gain >= 0.10,
+                f"{deep['best_covering_ois']:.3f} vs {base['best_covering_ois']:.3f}")
     return ok
 
 
@@ -205,6 +225,8 @@ def main():
     ok &= ncut_check()
     heading("DeepO2P trained end to end (4 epochs; full Table 1: python -m matbp.experiments table1)")
     ok &= deepo2p_training()
+    heading("DeepNCuts trained end to end (full Table 2: python -m matbp.experiments table2)")
+    ok &= deepncuts_training()
     heading("benchmark: sym_eig vs torch.linalg.eigh (small sizes; full run: make bench)")
     import bench_sym_eig
 
@@ -216,9 +238,10 @@ def main():
     rows = bench_o2p_log.run(bench_o2p_log.QUICK_SHAPES, dtypes=["float64"], batch_scale=bench_o2p_log.QUICK_BATCH_SCALE, budget_s=bench_o2p_log.QUICK_BUDGET_S)
     bench_o2p_log.print_rows(rows)
     if not ok:
-        print("\nself-check FAILED")
+        print(f"\nself-check FAILED (tables, figures, runs: {DEMO_OUT})")
         sys.exit(1)
     print("\nall self-checks passed")
+    print(f"tables, figures, runs (logs, checkpoints, curves): {DEMO_OUT}")
 
 
 if __name__ == "__main__":

@@ -54,3 +54,14 @@ def test_ncuts_clear_errors(tmp_path, capsys):
         evaluate.main(["ncuts", "--checkpoint", str(tmp_path / "none.pt"), "--data-root", str(tmp_path),
                        "--out", str(tmp_path / "eval")])
     assert "no such file" in capsys.readouterr().err
+
+
+def test_table2_command(tmp_path, mosaics):
+    from matbp import experiments
+
+    table = experiments.main(["table2", "--out", str(tmp_path), "--data-root", mosaics, "--epochs", "1",
+                              "--no-progress"])
+    assert [r["method"] for r in table["rows"]] == ["NCuts", "DeepNCuts"]
+    for name in ("table2.md", "table2.json", "table2_panel.png"):
+        assert (tmp_path / name).is_file(), name
+    assert table["training"]["nonfinite_steps"] == 0

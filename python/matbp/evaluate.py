@@ -120,12 +120,21 @@ def run_ncuts(args) -> dict:
         f.write("\n".join(md) + "\n")
     print("\n".join(md))
     plot_panel(os.path.join(args.out, "panel.png"), dataset, shown, label)
+    summary["shown"] = shown  # for figures that put several methods side by side (not in summary.json)
+    summary["dataset"] = dataset
     return summary
 
 
 def plot_panel(path: str, dataset, shown, label: str) -> Optional[str]:
     """Figure 3-style rows: the image, the segmentation, a human segmentation."""
-    if not shown:
+    return plot_panels(path, dataset, [(label, shown)])
+
+
+def plot_panels(path: str, dataset, methods) -> Optional[str]:
+    """Figure 3-style rows: the image, each method's best segmentation
+    (``methods``: [(label, shown)] with the ``shown`` of :func:`run_ncuts`
+    for the same images), and the human segmentation the last one matched."""
+    if not methods or not methods[0][1]:
         return None
     import matplotlib
 
@@ -133,12 +142,15 @@ def plot_panel(path: str, dataset, shown, label: str) -> Optional[str]:
     import matplotlib.pyplot as plt
     from .data import read_image
 
-    fig, axes = plt.subplots(len(shown), 3, figsize=(9, 2.6 * len(shown)), squeeze=False)
-    for row, (i, seg, gt) in zip(axes, shown):
-        row[0].imshow(read_image(dataset.image_path(i)).numpy())
-        row[1].imshow(seg, cmap="tab20", interpolation="nearest")
-        row[2].imshow(gt, cmap="tab20", interpolation="nearest")
-        for ax, title in zip(row, (f"image {dataset.iids[i]}", label, "human")):
+    rows, cols = len(methods[0][1]), len(methods) + 2
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.6 * rows), squeeze=False)
+    for r, row in enumerate(axes):
+        i = methods[0][1][r][0]
+        panels = [(read_image(dataset.image_path(i)).numpy(), f"image {dataset.iids[i]}")]
+        panels += [(shown[r][1], label) for label, shown in methods]
+        panels.append((methods[-1][1][r][2], "human"))
+        for ax, (picture, title) in zip(row, panels):
+            ax.imshow(picture, cmap=None if picture.ndim == 3 else "tab20", interpolation="nearest")
             ax.set_title(title, fontsize=8)
             ax.axis("off")
     fig.tight_layout()

@@ -1,5 +1,10 @@
 """The paper's experiments as one command each.
 
+``python -m matbp.experiments table2 --out DIR`` is Table 2 in shape: the
+NCuts baseline (normalized cuts on the backbone's own features) against
+DeepNCuts trained end to end, scored by covering, with a Figure 3-style
+panel (``table2.md``, ``table2.json``, ``table2_panel.png``).
+
 ``python -m matbp.experiments table1 --out DIR`` is Table 1 of the paper in
 the "(S)" setting (every network trained from scratch): the first-order
 baseline, DeepO2P and DeepO2P-FC with matbp's O2P layer, and DeepO2P with
@@ -77,25 +82,30 @@ def run_table1(args) -> dict:
     for seed in range(args.seeds):
         for config in configs:
             run_dir = _run_dir(args.out, config, seed)
-            summary_path = os.path.join(run_dir, engine.SUMMARY)
             argv = _train_argv(args, config, seed, run_dir)
-            summary = _load(summary_path)
-            if summary is not None and not _same_run(summary["config"], argv):
-                raise engine.TrainingError(
-                    f"{run_dir} holds a run with other options; remove it or choose another --out")
-            if summary is None or summary.get("epochs") != args.epochs:
-                if os.path.exists(os.path.join(run_dir, engine.CHECKPOINT)):
-                    argv.append("--resume")
-                print(f"== {config.label}, seed {seed}: python -m matbp.train {' '.join(argv)}", flush=True)
-                summary = train.main(argv)
-            else:
-                print(f"== {config.label}, seed {seed}: reusing {summary_path}", flush=True)
+            summary = train_or_reuse(argv, run_dir, args.epochs, f"{config.label}, seed {seed}")
             results[config.key].append(summary)
             histories[config.key].append(engine.read_csv(os.path.join(run_dir, engine.LOG)))
     table = summarise(configs, results)
     write_table1(args.out, table, args)
     plot_table1(args.out, configs, histories)
     return table
+
+
+def train_or_reuse(argv: List[str], run_dir: str, epochs: int, label: str) -> dict:
+    """The summary of the training run ``argv`` writing into ``run_dir``:
+    reused when finished, resumed when interrupted, trained otherwise."""
+    summary_path = os.path.join(run_dir, engine.SUMMARY)
+    summary = _load(summary_path)
+    if summary is not None and not _same_run(summary["config"], argv):
+        raise engine.TrainingError(f"{run_dir} holds a run with other options; remove it or choose another --out")
+    if summary is not None and summary.get("epochs") == epochs:
+        print(f"== {label}: reusing {summary_path}", flush=True)
+        return summary
+    if os.path.exists(os.path.join(run_dir, engine.CHECKPOINT)):
+        argv = argv + ["--resume"]
+    print(f"== {label}: python -m matbp.train {' '.join(argv)}", flush=True)
+    return train.main(argv)
 
 
 def _same_run(config: dict, argv: List[str]) -> bool:
@@ -209,6 +219,59 @@ def plot_table1(out: str, configs, histories: Dict[str, List[List[dict]]]) -> st
     return path
 
 
+def run_table2(args) -> dict:
+    """Table 2 shaped: normalized cuts on the backbone's own features (the
+    NCuts baseline) against DeepNCuts trained end to end with the J2 loss at
+    full image resolution, both scored by covering on the held-out split."""
+    from . import evaluate
+
+    data = ["--data-root", args.data_root] if args.data_root else ["--data", "mosaics"]
+    train_data = ["--data", "bsds300", "--data-root", args.data_root] if args.data_root else ["--data", "mosaics"]
+    weights = ["--weights", args.weights] if args.weights else []
+    quiet = ["--no-progress"] if args.no_progress else []
+    run_dir = os.path.join(args.out, "runs", "deepncuts")
+    argv = ["ncuts", *train_data, "--backbone", args.backbone, "--objective", args.objective,
+            "--epochs", str(args.epochs), "--lr", str(args.lr), "--seed", str(args.seed), "--device", args.device,
+            "--stride", str(args.stride), "--out", run_dir, *weights, *quiet]
+    summary = train_or_reuse(argv, run_dir, args.epochs, "DeepNCuts")
+    common = [*data, "--split", "test", "--device", args.device, "--seed", str(args.seed), *quiet]
+    print("== NCuts baseline: the backbone's features", flush=True)
+    base = evaluate.main(["ncuts", "--untrained", "--backbone", args.backbone, "--stride", str(args.stride),
+                          *weights, *common, "--out", os.path.join(args.out, "eval", "ncuts")])
+    print("== DeepNCuts", flush=True)
+    deep = evaluate.main(["ncuts", "--checkpoint", os.path.join(run_dir, engine.CHECKPOINT), *common,
+                          "--out", os.path.join(args.out, "eval", "deepncuts")])
+    evaluate.plot_panels(os.path.join(args.out, "table2_panel.png"), deep["dataset"],
+                         [("NCuts", base["shown"]), ("DeepNCuts", deep["shown"])])
+    rows = []
+    for method, r in (("NCuts", base), ("DeepNCuts", deep)):
+        rows.append({"method": method, "features": r["method"], "images": r["images"],
+                     **{k: r[k] for k in ("best_covering_ois", "avg_covering_ois", "best_covering_ods",
+                                          "avg_covering_ods")}})
+    table = {"rows": rows, "training": {k: summary.get(k) for k in ("final_objective", "final_rank",
+                                                                    "nonfinite_steps", "images_per_s", "epochs")},
+             "config": {k: v for k, v in vars(args).items() if k not in ("run", "argv")}}
+    with open(os.path.join(args.out, "table2.json"), "w") as f:
+        json.dump(table, f, indent=2)
+    name = "held-out mosaics" if not args.data_root else f"the test split of {args.data_root}"
+    lines = ["# Table 2 shaped: covering on " + name, "",
+             f"`python -m matbp.experiments {' '.join(sys.argv[1:] if args.argv is None else args.argv)}`", "",
+             f"Backbone `{args.backbone}`{' (weights ' + args.weights + ')' if args.weights else ''}, "
+             f"{args.objective.upper()} loss at image resolution / {args.stride}, {args.epochs} epochs, lr "
+             f"{args.lr}; DeepNCuts training: final objective {summary['final_objective']:.3f}, rank of W "
+             f"{summary['final_rank']:.1f}, {summary['nonfinite_steps']} skipped steps, "
+             f"{summary['images_per_s']:.1f} images/s. Segmentations: k = 2…9, connected components split.", "",
+             "| method | features | images | best covering OIS (average) | best covering ODS (average) |",
+             "|---|---|---:|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {r['features']} | {r['images']} | {r['best_covering_ois']:.3f} "
+                     f"({r['avg_covering_ois']:.3f}) | {r['best_covering_ods']:.3f} ({r['avg_covering_ods']:.3f}) |")
+    with open(os.path.join(args.out, "table2.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return table
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m matbp.experiments", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -232,6 +295,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="*", choices=[c.key for c in TABLE1], help="run only these configurations")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(run=run_table1)
+    p = sub.add_parser("table2", help="Table 2 shaped: NCuts on backbone features vs DeepNCuts, by covering",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", required=True)
+    p.add_argument("--data-root", default=None, help="a BSDS300-layout folder (default: the built-in mosaics)")
+    p.add_argument("--backbone", default="small")
+    p.add_argument("--weights", default=None, help="the backbone's weights file (the paper: ImageNet AlexNet/VGG)")
+    p.add_argument("--objective", default="j2", choices=("j2", "j1"))
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--stride", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(run=run_table2)
     return parser
 
 
