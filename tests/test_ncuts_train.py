@@ -65,3 +65,33 @@ def test_table2_command(tmp_path, mosaics):
     for name in ("table2.md", "table2.json", "table2_panel.png"):
         assert (tmp_path / name).is_file(), name
     assert table["training"]["nonfinite_steps"] == 0
+
+
+def test_evaluate_scores_a_known_segmentation_by_hand(tmp_path, monkeypatch):
+    """One test image, 4×6, whose two human segmentations are {left, right
+    halves} and {one segment}. A method that returns the whole image as one
+    segment covers the first with 0.5 (each half: 12 pixels × overlap 12/24)
+    and the second with 1.0: best covering 1.0, average covering 0.75."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from matbp.data import write_bsds_seg
+
+    root = tmp_path / "bsds"
+    for split, iid in (("train", 11), ("test", 22)):
+        (root / "images" / split).mkdir(parents=True)
+        Image.fromarray(np.full((4, 6, 3), 128, np.uint8)).save(root / "images" / split / f"{iid}.jpg")
+        (root / f"iids_{split}.txt").write_text(f"{iid}\n")
+        halves = np.zeros((4, 6), np.int64)
+        halves[:, 3:] = 1
+        for uid, labels in ((1, halves), (2, np.zeros((4, 6), np.int64))):
+            (root / "human" / "color" / str(uid)).mkdir(parents=True, exist_ok=True)
+            write_bsds_seg(root / "human" / "color" / str(uid) / f"{iid}.seg", labels, iid, uid)
+    monkeypatch.setattr(evaluate, "segment_image",
+                        lambda model, image, untrained, ks, seed: [torch.zeros(4, 6, dtype=torch.int64)] * len(ks))
+    result = evaluate.main(["ncuts", "--untrained", "--backbone", "small", "--data-root", str(root),
+                            "--split", "test", "--out", str(tmp_path / "eval"), "--no-progress"])
+    assert result["images"] == 1
+    assert result["best_covering_ois"] == 1.0 and result["avg_covering_ois"] == 0.75
+    assert result["best_covering_ods"] == 1.0 and result["avg_covering_ods"] == 0.75
