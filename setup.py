@@ -39,7 +39,7 @@ def sources(*patterns):
 
 def _toolkit_of_nvcc(nvcc):
     """The toolkit folder of an nvcc executable; follows symlinks and small
-    wrapper scripts that exec the real nvcc (design notes §8)."""
+    wrapper scripts that exec the real nvcc (docs/design.md §8)."""
     nvcc = os.path.realpath(nvcc)
     try:
         with open(nvcc, "rb") as f:

@@ -1,6 +1,6 @@
 """Benchmark: matbp's low-rank normalized-cuts objectives J1 + J2 against a dense m×m version.
 
-The objectives (design.md section 4, "Normalized cuts"): for features X (m × d),
+The objectives (docs/design.md §4, "Normalized cuts"): for features X (m × d),
 W = X Xᵀ (Λ = I), D = diag(W 1), E the indicator matrix of the labels,
 
 * J2 = ½‖Π_W − Π_Ψ‖²_F, Ψ = E (EᵀE)⁻¹ Eᵀ,

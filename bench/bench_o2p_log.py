@@ -1,6 +1,6 @@
 """Benchmark: ``matbp.o2p_log`` against PyTorch's composition and the paper's approach.
 
-The op is C = log(XᵀX + eps·I) for X of shape (B, m, d) (O2P pooling, design.md
+The op is C = log(XᵀX + eps·I) for X of shape (B, m, d) (O2P pooling, docs/design.md
 section 4), eps = 1e-3.  Three competitors run in the same process on the same
 input, interleaved per repetition so machine noise hits all of them alike:
 

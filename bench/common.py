@@ -1,6 +1,6 @@
 """Shared helpers for matbp's benchmark scripts.
 
-Benchmarks are plain scripts (see design.md section 7): each one measures every
+Benchmarks are plain scripts (see docs/design.md §7): each one measures every
 competitor in the same process, reports medians and ratios, prints one table,
 and writes machine-readable JSON plus a Markdown summary under
 ``bench/results/``, tagged with the device, thread count and versions.
@@ -153,14 +153,9 @@ def time_interleaved_adaptive(fns: Mapping[str, Callable[[], Any]], *, budget_s:
 # --------------------------------------------------------------------------
 
 def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
+    from matbp.engine import cpu_name
+
+    return cpu_name()
 
 
 def _blas_info() -> str:

@@ -1,5 +1,5 @@
 """Bad input gets a clear exception naming the op, the argument and what was
-expected: never a crash, a hang or silent NaN (design notes §6)."""
+expected: never a crash, a hang or silent NaN (docs/design.md §6)."""
 
 import re
 

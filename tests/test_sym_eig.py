@@ -119,7 +119,7 @@ def test_gradient_finite_at_ties(spectrum):
 
 
 def test_gradient_at_tie_is_approximate_but_fused_op_is_exact():
-    # The design notes' example: a composition V f(L) Vᵀ through sym_eig is
+    # The example of docs/design.md §4: a composition V f(L) Vᵀ through sym_eig is
     # not differentiable at a triple eigenvalue; sym_fn is exact there.
     A, Q = with_spectrum([[1.0, 1.0, 1.0, 2.0]], seed=1)
     E = random_symmetric((1,), 4, seed=2)

@@ -2,7 +2,7 @@
 
 // Entries of the K-matrix adjoints of the eigendecomposition and the SVD
 // (Ionescu et al., eqs. 11-14 and Prop. 1), with the tie policy of the
-// design notes: at (numerically) equal eigenvalues the eigenvectors are not
+// docs/design.md §4: at (numerically) equal eigenvalues the eigenvectors are not
 // differentiable, and the coupling weight is set to 0 so the gradient stays
 // finite. That makes the gradient of a composition through (L, V) approximate
 // at ties; the fused spectral ops (divided differences) are exact there.

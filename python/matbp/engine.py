@@ -19,6 +19,7 @@ rank 0 writes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import math
@@ -136,6 +137,20 @@ def setup_distributed(device: Optional[str]) -> Distributed:
     return Distributed(rank, world_size, local_rank, dev)
 
 
+@contextlib.contextmanager
+def training_processes(args):
+    """The process group of a training command (``--threads``, ``--device``,
+    torchrun's environment), seeded with ``--seed``, torn down at the end."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    d = setup_distributed(args.device)
+    try:
+        seed_everything(args.seed)
+        yield d
+    finally:
+        cleanup_distributed(d)
+
+
 def cleanup_distributed(d: Distributed) -> None:
     if d.enabled and dist.is_initialized():
         dist.destroy_process_group()
@@ -168,7 +183,8 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name (for the records of runs and benchmarks)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:
@@ -196,7 +212,7 @@ def environment(d: Distributed) -> Tuple[dict, dict]:
     if d.device.type == "cuda":
         name = torch.cuda.get_device_name(d.device)
     else:
-        name = _cpu_name()
+        name = cpu_name()
     device = {"type": d.device.type, "name": name, "world_size": d.world_size,
               "threads_per_process": torch.get_num_threads(), "cpu_count": os.cpu_count(),
               "backend": dist.get_backend() if d.enabled else None}

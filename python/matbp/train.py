@@ -119,11 +119,7 @@ def run_o2p(args) -> dict:
     from .datasets import build_dataset
     from .models import build_model
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    d = engine.setup_distributed(args.device)
-    try:
-        engine.seed_everything(args.seed)
+    with engine.training_processes(args) as d:
         options = {}
         if args.image_size is not None:
             if args.data not in ("textures", "photos"):
@@ -149,8 +145,6 @@ def run_o2p(args) -> dict:
                   f"{len(train_set)} train / {len(val_set)} val samples, {num_classes} classes, "
                   f"{d.world_size} process(es) on {d.device}, out {args.out}", flush=True)
         return trainer.fit()
-    finally:
-        engine.cleanup_distributed(d)
 
 
 # --------------------------------------------------------------------------
@@ -243,11 +237,7 @@ def run_ncuts(args) -> dict:
     from .datasets import build_dataset, collate_segmentation
     from .models import DeepNCuts
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    d = engine.setup_distributed(args.device)
-    try:
-        engine.seed_everything(args.seed)
+    with engine.training_processes(args) as d:
         if args.data == "bsds300" and args.data_root is None:
             raise TrainingError("--data bsds300 needs --data-root, a folder in the BSDS300 layout")
         train_set = _capped(build_dataset(args.data, "train", root=args.data_root, seed=args.seed),
@@ -268,8 +258,6 @@ def run_ncuts(args) -> dict:
                   f"{args.data}: {len(train_set)} train / {len(val_set)} held-out images, {d.world_size} "
                   f"process(es) on {d.device}, out {args.out}", flush=True)
         return trainer.fit()
-    finally:
-        engine.cleanup_distributed(d)
 
 
 # --------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 // Device-generic kernels of matbp::ncut_projector_distance_with_basis and its
 // backward (generic/backend.h): the core both normalized-cuts objectives
-// share (design notes §4),
+// share (docs/design.md §4),
 //
 //   J = 1/2 || Pi_M - Pi_Omega ||_F^2,   M = Y Lambda Y^T  (m x m, never formed),
 //   Pi_Omega = sum_k v_k v_k^T / |v_k|^2,  v_k = w o e_k  (segment k's indicator
