@@ -47,6 +47,7 @@ def _half_batch_gradients(rank, world_size, port, out):
         loss.backward()
         if rank == 0:
             torch.save({n: p.grad for n, p in model.named_parameters()}, out)
+        torch.distributed.barrier()  # tearing gloo down while the peer still works aborts it
     finally:
         engine.cleanup_distributed(d)
 

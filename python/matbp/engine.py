@@ -147,6 +147,8 @@ def training_processes(args):
     try:
         seed_everything(args.seed)
         yield d
+        if d.enabled:  # no process tears gloo down while a peer still writes (it aborts)
+            dist.barrier()
     finally:
         cleanup_distributed(d)
 
