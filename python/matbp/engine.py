@@ -721,6 +721,7 @@ def plot_curves(out: str, history: List[dict], panels: Sequence[Panel] = CLASSIF
             if key in history[0]:
                 ax.plot(epochs, [scale * h[key] for h in history], marker, label=label)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_ylabel(panel.ylabel)
         ax.legend()
     fig.tight_layout()

@@ -209,6 +209,7 @@ def plot_table1(out: str, configs, histories: Dict[str, List[List[dict]]]) -> st
         ax.fill_between(epochs, [min(v) for v in per_epoch], [max(v) for v in per_epoch],
                         color=line.get_color(), alpha=0.15)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel("validation error (%)")
     ax.set_title("Table 1 (S): validation error, mean and range over seeds")
     ax.legend(fontsize=8)
