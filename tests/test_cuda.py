@@ -564,6 +564,20 @@ def test_ncut_matches_cpu(objective, with_lambda, dtype):
 
 
 @needs_cuda
+def test_ncut_tall_images_blocked_qr_matches_cpu():
+    # Tall enough for the QR by row blocks: ATen's batched blocks on CUDA,
+    # one LAPACK call per block on the CPU; a zero row block and a
+    # duplicated column make R singular.
+    m = 3 * 2048 + 777
+    X = torch.rand(2, m, 5, generator=gen(21), dtype=F64) + 0.05
+    X = torch.cat([X, X[..., :1]], dim=-1)
+    X[1, 2048:4096] = 0
+    labels = torch.randint(0, 6, (2, m), generator=gen(22))
+    check_cuda_matches_cpu(lambda X, lab: matbp.ncut_j2(X, lab), [X, labels], tol=1e-10, grad_tol=1e-8)
+    assert matbp.affinity_rank(X.cuda()).cpu().tolist() == [5, 5]
+
+
+@needs_cuda
 def test_ncut_rank_deficient_features_and_modules():
     X, labels = synthetic_images(batch=2, seed=1)
     X = torch.cat([X, X[..., :2]], dim=-1)  # duplicated columns: rank 5 < d = 7

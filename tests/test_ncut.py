@@ -120,6 +120,60 @@ def test_j2_rank_deficient_features():
     assert matbp.affinity_rank(X).item() == 4
 
 
+def lowrank_j2(X, labels, Lam=None):
+    """J2 by its low-rank form with one unblocked QR of X (differentiable)."""
+    m, d = X.shape
+    Q, R = torch.linalg.qr(X)
+    core = R @ R.T if Lam is None else R @ Lam @ R.T
+    mu, Z = torch.linalg.eigh(0.5 * (core + core.T))
+    keep = mu.abs() > default_rtol(m, d) * mu.abs().max()
+    E = indicator(labels)
+    S = E.T @ (Q @ Z[:, keep])
+    return 0.5 * (int(keep.sum()) + E.shape[1]) - ((S**2).sum(1) / E.sum(0)).sum(), int(keep.sum())
+
+
+# Tall enough for the QR by row blocks (2048 rows each, the last one longer).
+TALL_M = 3 * 2048 + 777
+
+
+def test_j2_tall_blocked_qr_matches_one_qr():
+    X = features(TALL_M, 6, seed=11, batch=(2,))
+    labels = random_labels(TALL_M, [0, 3, 5, 8], seed=12, batch=(2,))
+    Lam = spd(6, seed=13)
+    for lam in (None, Lam):
+        Xr = X.clone().requires_grad_()
+        J = matbp.ncut_j2(Xr, labels, lam)
+        J.sum().backward()
+        for b in range(2):
+            Xb = X[b].clone().requires_grad_()
+            J_ref, _ = lowrank_j2(Xb, labels[b], lam)
+            J_ref.backward()
+            assert abs(J[b].item() - J_ref.item()) <= 1e-12 * J_ref.item()
+            assert rel(Xr.grad[b], Xb.grad) < 1e-9
+
+
+def test_j2_tall_blocked_qr_rank_deficient():
+    # A duplicated column and a row block of zeros: rank 5 of d = 6, and a
+    # block whose R factor is 0.
+    X = features(TALL_M, 5, seed=14)
+    X = torch.cat([X, X[:, :1]], dim=1)
+    X[2048:4096] = 0
+    labels = random_labels(TALL_M, [1, 2, 4], seed=15)
+    J, rank = matbp.ncut_j2(X, labels, return_rank=True)
+    J_ref, rank_ref = lowrank_j2(X, labels)
+    assert rank.item() == rank_ref == 5
+    assert abs(J.item() - J_ref.item()) <= 1e-12 * J_ref.item()
+    # The gradient along two random directions, by central differences.
+    Xr = X.clone().requires_grad_()
+    matbp.ncut_j2(Xr, labels).backward()
+    for seed in (16, 17):
+        V = torch.randn(X.shape, generator=gen(seed), dtype=torch.float64)
+        V[:, 5] = V[:, 0]  # stay on the rank-5 manifold: J jumps off it
+        h = 1e-5
+        fd = (matbp.ncut_j2(X + h * V, labels) - matbp.ncut_j2(X - h * V, labels)) / (2 * h)
+        assert abs((Xr.grad * V).sum().item() - fd.item()) <= 1e-6 * abs(fd.item()) + 1e-9
+
+
 # ---------------------------------------------------------------------- J1
 
 

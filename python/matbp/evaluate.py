@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import engine
 from .engine import TrainingError
 
 
@@ -188,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
+    engine.keep_freed_memory()
     try:
         return args.run(args)
     except (TrainingError, FileNotFoundError, ValueError) as exc:

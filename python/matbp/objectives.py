@@ -81,8 +81,16 @@ def _check_features(X, op: str) -> None:
         raise ArgumentError(
             f"{op}: argument 'X' needs at least one pixel (m >= 1), got shape {tuple(X.shape)}"
         )
-    if not torch.compiler.is_compiling() and not bool(torch.isfinite(X).all()):
+
+
+def _largest_magnitude(X: Tensor, op: str) -> Tensor:
+    """max|X| per matrix (*, 1, 1); raises if X has NaN or Inf (which the
+    maximum propagates: one pass over X for both, the check skipped under
+    torch.compile)."""
+    amax = X.detach().abs().amax((-2, -1), keepdim=True)
+    if not torch.compiler.is_compiling() and not bool(torch.isfinite(amax).all()):
         raise ArgumentError(f"{op}: argument 'X' contains NaN or Inf")
+    return amax
 
 
 def check_lambda(Lambda, X: Tensor, op: str, x_name: str = "X") -> None:
@@ -156,11 +164,13 @@ def _check_arguments(op, X, labels, Lambda, rtol) -> Optional[float]:
     return check_rtol(rtol, op)
 
 
-def _unit_scale(A: Tensor) -> Tensor:
-    """A / c per matrix, c = 2^⌊log2 max|A|⌋ (1 where A is 0): exact, as c is a power of two."""
+def _unit_scale(A: Tensor, amax: Optional[Tensor] = None) -> Tensor:
+    """A / c per matrix, c = 2^⌊log2 max|A|⌋ (1 where A is 0): exact, as c is
+    a power of two. ``amax`` is max|A| per matrix when already known."""
     if A.shape[-1] == 0 or A.shape[-2] == 0:
         return A
-    amax = A.detach().abs().amax((-2, -1), keepdim=True)
+    if amax is None:
+        amax = A.detach().abs().amax((-2, -1), keepdim=True)
     mantissa, _ = torch.frexp(amax)  # amax = mantissa · 2^e, mantissa in [0.5, 1)
     c = torch.where(amax > 0, amax / (2 * mantissa), torch.ones_like(amax))  # exact quotient 2^(e−1)
     return A / c
@@ -181,7 +191,7 @@ def _degrees(X: Tensor, Lambda: Optional[Tensor]) -> Tensor:
 def _ncut(objective: str, op: str, X, labels, Lambda, rtol, return_rank):
     """J1 or J2 (``objective`` "j1"/"j2") with errors naming ``op``."""
     rtol = _check_arguments(op, X, labels, Lambda, rtol)
-    Xs = _unit_scale(X)
+    Xs = _unit_scale(X, _largest_magnitude(X, op))
     Ls = None if Lambda is None else _unit_scale(Lambda)
     if objective == "j2":
         weights = torch.ones(X.shape[:-1], dtype=torch.float64, device=X.device)
@@ -235,6 +245,7 @@ def ncut_j2(
 def ncut_degrees(X: Tensor, Lambda: Optional[Tensor] = None) -> Tensor:
     """D = W 1 = X Λ (Xᵀ 1), the degrees of the affinity W = X Λ Xᵀ, (*, m)."""
     _check_arguments("matbp.ncut_degrees", X, None, Lambda, None)
+    _largest_magnitude(X, "matbp.ncut_degrees")
     return _degrees(X, Lambda)
 
 

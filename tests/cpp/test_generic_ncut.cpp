@@ -198,6 +198,41 @@ TEST_F(GenericNcut, SegmentRemapAndStatsOfTheCpuHooks) {
   }
 }
 
+// The tall QR by row blocks in its ATen form (what CUDA runs) and the CPU
+// operator's LAPACK blocks: a zero row block and a duplicated column make R
+// singular; the last block takes the remainder.
+TEST_F(GenericNcut, TallSkinnyQrOfRowBlocks) {
+  const int64_t m = 3 * generic::kNcutQrRows + 777, d = 6;
+  ASSERT_TRUE(generic::ncut_qr_blocked(m, d));
+  auto Y = at::rand({2, m, 5}, kF64) + 0.05;
+  Y = at::cat({Y, Y.narrow(2, 0, 1)}, 2);
+  Y.select(0, 1).narrow(0, generic::kNcutQrRows, generic::kNcutQrRows).zero_();
+
+  const auto qr = generic::ncut_tall_skinny_qr_aten(Y);
+  ASSERT_TRUE(qr.top.defined());
+  const auto I = at::eye(d, kF64).expand({2, d, d});
+  const auto Qy = generic::ncut_basis_aten(qr, I);
+  EXPECT_LT(max_abs_diff(at::matmul(Qy, qr.R), Y), 1e-13);
+  EXPECT_LT(max_abs_diff(at::matmul(Qy.mT(), Qy), I), 1e-13);
+  const auto C = at::randn({2, d, 3}, kF64);
+  EXPECT_LT(max_abs_diff(generic::ncut_basis_aten(qr, C), at::matmul(Qy, C)), 1e-13);
+
+  // The CPU operator's basis Q = Q_y Z_r (one null column, rank 5) spans the
+  // range of Y: orthonormal range columns, and Y = Q Q^T Y.
+  const auto w = at::ones({2, m}, kF64);
+  const auto labels = at::randint(0, 4, {2, m}, kI64);
+  auto out = with_basis_op().call(Y, w, labels, std::nullopt, std::nullopt);
+  const auto& rank = std::get<1>(out);
+  const auto& Q = std::get<2>(out);
+  EXPECT_TRUE(at::equal(rank, at::full({2}, 5, kI64)));
+  const auto QtQ = at::matmul(Q.mT(), Q);
+  const auto mask = (QtQ.diagonal(0, -2, -1) > 0.5).to(at::kDouble);
+  EXPECT_LT(max_abs_diff(QtQ, at::diag_embed(mask)), 1e-13);
+  EXPECT_LT(max_abs_diff(at::matmul(Q, at::matmul(Q.mT(), Y)), Y), 1e-12);
+  // The same subspace as the ATen form's.
+  EXPECT_LT(max_abs_diff(at::matmul(Qy, at::matmul(Qy.mT(), Q)), Q), 1e-13);
+}
+
 // J = 1/2 ||Pi_W - Pi_Omega||^2 and its gradients from m x m matrices.
 struct Dense {
   double J;

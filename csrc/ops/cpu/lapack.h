@@ -23,6 +23,10 @@ void dgemm_(const char* transa, const char* transb, const int* m, const int* n, 
 void dgesdd_(const char* jobz, const int* m, const int* n, double* a, const int* lda, double* s,
              double* u, const int* ldu, double* vt, const int* ldvt, double* work,
              const int* lwork, int* iwork, int* info);
+void dgeqrf_(const int* m, const int* n, double* a, const int* lda, double* tau, double* work,
+             const int* lwork, int* info);
+void dorgqr_(const int* m, const int* n, const int* k, double* a, const int* lda,
+             const double* tau, double* work, const int* lwork, int* info);
 }
 
 namespace matbp::ops::cpu {
@@ -76,6 +80,29 @@ inline LapackWorkspace lapack_gesdd_workspace(int m, int n) {
   int iwork = 0, info = 0;
   lapack_gesdd(m, n, &a, &s, &u, &vt, &work, -1, &iwork, &info);
   return {std::max(1, static_cast<int>(work)), std::max(1, 8 * std::min(m, n))};
+}
+
+// Householder QR of an m x n column-major matrix in place (m >= n): R in the
+// upper triangle, the reflectors below it and in tau (n).
+inline void lapack_geqrf(int m, int n, double* a, int lda, double* tau, double* work, int lwork,
+                         int* info) {
+  dgeqrf_(&m, &n, a, &lda, tau, work, &lwork, info);
+}
+
+// The explicit m x n Q of lapack_geqrf's output, in place.
+inline void lapack_orgqr(int m, int n, double* a, int lda, const double* tau, double* work,
+                         int lwork, int* info) {
+  dorgqr_(&m, &n, &n, a, &lda, tau, work, &lwork, info);
+}
+
+// A workspace size that serves both lapack_geqrf and lapack_orgqr at (m, n).
+inline int lapack_qr_workspace(int m, int n) {
+  double a = 0, tau = 0, work_geqrf = 0, work_orgqr = 0;
+  int info = 0;
+  const int lda = std::max(m, 1);
+  lapack_geqrf(m, n, &a, lda, &tau, &work_geqrf, -1, &info);
+  lapack_orgqr(m, n, &a, lda, &tau, &work_orgqr, -1, &info);
+  return std::max({1, n, static_cast<int>(work_geqrf), static_cast<int>(work_orgqr)});
 }
 
 // Row-major C (rows x cols) = alpha op(A) op(B) + beta C, op(A) rows x inner.

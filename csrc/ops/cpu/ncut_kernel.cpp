@@ -1,19 +1,23 @@
 // CPU kernels of matbp::ncut_projector_distance_with_basis and its backward.
 // The op is device-generic (generic/ncut.h, which has the mathematics); this
 // file holds the CPU forms of its device-specific primitives (NcutOps):
-// label remap through a lookup table per image, segment statistics with
-// per-thread accumulators (fast and deterministic), and the finiteness check.
+// label remap through a lookup table per image, the tall QR as one LAPACK
+// call per cache-sized row block (no layout copies of the tall matrix, and
+// Q_y never stored), segment statistics with per-thread accumulators (fast
+// and deterministic), and the finiteness check.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "../generic/ncut.h"
 #include "batch_loops.h"
 #include "cpu_backend.h"
+#include "lapack.h"
 
 namespace matbp::ops::generic {
 
@@ -64,6 +68,85 @@ struct NcutOps<cpu::CpuBackend> {
     for (int64_t b = 0; b < batch; ++b)
       for (int64_t s = first_segment[b]; s < first_segment[b + 1]; ++s) img[s] = b;
     return seg;
+  }
+
+  // Row block `blk` of an (m, d) matrix: rows [blk * kNcutQrRows, ...), the
+  // last block taking the remainder (fewer than 2 kNcutQrRows rows, at least d).
+  static std::pair<int64_t, int64_t> qr_block_rows(int64_t blk, int64_t nblocks, int64_t m) {
+    const int64_t r0 = blk * kNcutQrRows;
+    return {r0, blk + 1 == nblocks ? m - r0 : kNcutQrRows};
+  }
+
+  // Each row block is transposed into column-major storage (in cache) and
+  // factored in place by dgeqrf; the blocks' R factors are stacked and
+  // factored again. `blocks` keeps the reflectors, (B, m * d), block by block.
+  static NcutQr tall_skinny_qr(const at::Tensor& Y) {
+    const int64_t batch = Y.size(0), m = Y.size(1), d = Y.size(2);
+    if (!ncut_qr_blocked(m, d)) return ncut_tall_skinny_qr_aten(Y);
+    const int64_t nblocks = m / kNcutQrRows;
+    const auto Yc = Y.contiguous();
+    auto blocks = at::empty({batch, m * d}, Y.options());
+    auto tau = at::empty({batch * nblocks, d}, Y.options());
+    auto stacked = at::empty({batch, nblocks * d, d}, Y.options());
+    const double* y = Yc.data_ptr<double>();
+    double* a_all = blocks.data_ptr<double>();
+    double* tau_all = tau.data_ptr<double>();
+    double* r_all = stacked.data_ptr<double>();
+    const int lwork = cpu::lapack_qr_workspace(int(2 * kNcutQrRows), int(d));
+    at::parallel_for(0, batch * nblocks, 1, [&](int64_t begin, int64_t end) {
+      std::vector<double> work(lwork);
+      for (int64_t j = begin; j < end; ++j) {
+        const int64_t b = j / nblocks, blk = j % nblocks;
+        const auto [r0, rows] = qr_block_rows(blk, nblocks, m);
+        const double* src = y + (b * m + r0) * d;
+        double* a = a_all + (b * m + r0) * d;
+        // Column by column: contiguous writes (rows apart, a power of two,
+        // would all map to one cache set).
+        for (int64_t c = 0; c < d; ++c)
+          for (int64_t i = 0; i < rows; ++i) a[c * rows + i] = src[i * d + c];
+        int info = 0;
+        cpu::lapack_geqrf(int(rows), int(d), a, int(rows), tau_all + j * d, work.data(), lwork,
+                          &info);
+        TORCH_CHECK(info == 0, kNcutOp, ": LAPACK dgeqrf failed with info = ", info);
+        double* r = r_all + j * d * d;
+        for (int64_t row = 0; row < d; ++row)
+          for (int64_t c = 0; c < d; ++c) r[row * d + c] = c >= row ? a[c * rows + row] : 0.0;
+      }
+    });
+    auto [top, R] = at::linalg_qr(stacked, "reduced");
+    return {R, blocks, tau, top, m};
+  }
+
+  // Q_y C block by block: dorgqr forms Q_b in place (consuming the
+  // reflectors) and one GEMM writes Q_b (Q_top,b C) into the block's rows.
+  static at::Tensor basis(const NcutQr& qr, const at::Tensor& C) {
+    if (!qr.tau.defined()) return ncut_basis_aten(qr, C);
+    const int64_t batch = C.size(0), k = C.size(-1), d = qr.R.size(-1), m = qr.m;
+    const int64_t nblocks = qr.top.size(1) / d;
+    const auto top_c = at::matmul(qr.top, C).contiguous();  // (B, nblocks * d, k)
+    auto Q = at::empty({batch, m, k}, C.options());
+    double* a_all = qr.blocks.data_ptr<double>();
+    const double* tau_all = qr.tau.data_ptr<double>();
+    const double* c_all = top_c.data_ptr<double>();
+    double* q = Q.data_ptr<double>();
+    const int lwork = cpu::lapack_qr_workspace(int(2 * kNcutQrRows), int(d));
+    at::parallel_for(0, batch * nblocks, 1, [&](int64_t begin, int64_t end) {
+      std::vector<double> work(lwork);
+      for (int64_t j = begin; j < end; ++j) {
+        const int64_t b = j / nblocks, blk = j % nblocks;
+        const auto [r0, rows] = qr_block_rows(blk, nblocks, m);
+        double* a = a_all + (b * m + r0) * d;
+        int info = 0;
+        cpu::lapack_orgqr(int(rows), int(d), a, int(rows), tau_all + j * d, work.data(), lwork,
+                          &info);
+        TORCH_CHECK(info == 0, kNcutOp, ": LAPACK dorgqr failed with info = ", info);
+        // Row-major Q rows = (column-major Q_b, i.e. row-major Q_b^T)^T (Q_top,b C).
+        cpu::gemm_row_major(/*trans_a=*/true, /*trans_b=*/false, int(rows), int(k), int(d), 1.0,
+                            a, int(rows), c_all + j * d * k, int(k), 0.0, q + (b * m + r0) * k,
+                            int(k));
+      }
+    });
+    return Q;
   }
 
   // One pass over the pixels with per-thread accumulators, summed in thread

@@ -23,6 +23,10 @@ struct NcutOps<cuda::CudaBackend> {
     return t.numel() == 0 || at::isfinite(t).all().item<bool>();
   }
 
+  // cuSOLVER's batched QR through ATen.
+  static NcutQr tall_skinny_qr(const at::Tensor& Y) { return ncut_tall_skinny_qr_aten(Y); }
+  static at::Tensor basis(const NcutQr& qr, const at::Tensor& C) { return ncut_basis_aten(qr, C); }
+
   // Keys b * span + id, sorted and made unique: their ranks are the segment
   // numbers (consecutive per image, images in order, ids ascending) and
   // key / span the image of each segment.

@@ -24,8 +24,9 @@
 //   C2 = sum_k S_k SY_k^T / n_k, SY_k = sum_{p in k} w_p Y_p.
 //
 // Everything is ATen (GEMMs, QR, small reductions) or a per-pixel functor
-// run with Backend::for_each, except three primitives whose best form
-// differs by device: the NcutOps<Backend> hooks below, specialised next to
+// run with Backend::for_each, except the primitives whose best form
+// differs by device (the finiteness check, the label remap, the tall QR and
+// the segment sums): the NcutOps<Backend> hooks below, specialised next to
 // each backend's registration (cpu/ncut_kernel.cpp, cuda/ncut_kernel.cu).
 // These ops synchronise with the device (label ranges, the number of
 // segments, finiteness checks): the segment count sizes their outputs.
@@ -120,6 +121,11 @@ struct NcutBackwardPixels {
 //   static NcutSegments remap_segments(const at::Tensor& labels, int64_t span);
 //       labels (B, m) int64 contiguous, ids in [0, span): the segments as
 //       documented on NcutSegments.
+//   static NcutQr tall_skinny_qr(const at::Tensor& Y);
+//       Y (B, m, d) float64: its thin QR, Q_y factored as on NcutQr.
+//   static at::Tensor basis(const NcutQr& qr, const at::Tensor& C);
+//       Q_y C, (B, m, k) float64 contiguous, for C (B, r, k); called once
+//       per factorisation (it may consume the factors).
 //   static at::Tensor segment_stats(const NcutPixelStats& pixels, int64_t count,
 //                                   const NcutSegments& seg, const at::TensorOptions& options);
 //       (seg.count, pixels.cols()) float64: the sums of the rows of the
@@ -195,23 +201,57 @@ inline at::Tensor ncut_image_sum(const at::Tensor& per_segment, const NcutSegmen
   return at::zeros({batch, cols}, rows.options()).index_add_(0, seg.image, rows).view(shape);
 }
 
-// Thin QR of tall (B, m, d) matrices by TSQR: Householder QR of row blocks
-// that fit in cache, then of their stacked R factors. One QR of a 154 401 x 20
-// matrix is memory-bound in LAPACK's unblocked panel code (a pass per
-// column); the blocked form is ~3x faster and as accurate.
-inline std::tuple<at::Tensor, at::Tensor> ncut_tall_skinny_qr(const at::Tensor& Y) {
-  constexpr int64_t kRows = 2048;
+// Thin QR Y = Q_y R of tall (B, m, d) matrices by TSQR: Householder QR of row
+// blocks that fit in cache, then of their stacked R factors, so that
+// Q_y = diag(Q_1, ..., Q_blocks) Q_top. One QR of a 154 401 x 20 matrix is
+// memory-bound in LAPACK's unblocked panel code (a pass per column); the
+// blocked form is several times faster and as accurate. Q_y is kept factored:
+// the op needs only Q_y C for one small C (ncut_basis), which is formed block
+// by block as Q_b (Q_top,b C) without ever storing Q_y.
+constexpr int64_t kNcutQrRows = 2048;
+
+// Whether (m, d) matrices are split into row blocks at all.
+inline bool ncut_qr_blocked(int64_t m, int64_t d) {
+  return d > 0 && 4 * d <= kNcutQrRows && m > 2 * kNcutQrRows;
+}
+
+// The factored Q_y and R. `blocks` holds the row blocks' factors in the
+// backend's form (ATen: their explicit Q, (B * nblocks, kNcutQrRows, d));
+// `top` is Q_top (B, nblocks * d, d), undefined when there is one block
+// (then `blocks` is Q_y itself, (B, m, r)).
+struct NcutQr {
+  at::Tensor R;       // (B, r, d), r = min(m, d)
+  at::Tensor blocks;  // backend-specific, see above
+  at::Tensor tau;     // backend-specific (the CPU's Householder scalars)
+  at::Tensor top;     // (B, nblocks * d, d) or undefined
+  int64_t m = 0;
+};
+
+// The ATen form: batched QR of zero-padded row blocks (any backend).
+inline NcutQr ncut_tall_skinny_qr_aten(const at::Tensor& Y) {
   const int64_t batch = Y.size(0), m = Y.size(1), d = Y.size(2);
-  if (m <= 2 * kRows || m < 4 * d) return at::linalg_qr(Y, "reduced");
-  const int64_t blocks = (m + kRows - 1) / kRows;
-  auto padded = Y;
-  if (blocks * kRows != m) {
-    padded = at::cat({Y, at::zeros({batch, blocks * kRows - m, d}, Y.options())}, 1);
+  if (!ncut_qr_blocked(m, d)) {
+    auto [Q, R] = at::linalg_qr(Y, "reduced");
+    return {R, Q, at::Tensor(), at::Tensor(), m};
   }
-  auto [Qb, Rb] = at::linalg_qr(padded.reshape({batch * blocks, kRows, d}), "reduced");
-  auto [Qt, R] = at::linalg_qr(Rb.reshape({batch, blocks * d, d}), "reduced");
-  auto Q = at::matmul(Qb, Qt.reshape({batch * blocks, d, d})).reshape({batch, blocks * kRows, d});
-  return {Q.narrow(1, 0, m), R};
+  const int64_t nblocks = (m + kNcutQrRows - 1) / kNcutQrRows;
+  auto padded = Y;
+  if (nblocks * kNcutQrRows != m) {
+    padded = at::cat({Y, at::zeros({batch, nblocks * kNcutQrRows - m, d}, Y.options())}, 1);
+  }
+  auto [Qb, Rb] = at::linalg_qr(padded.reshape({batch * nblocks, kNcutQrRows, d}), "reduced");
+  auto [Qt, R] = at::linalg_qr(Rb.reshape({batch, nblocks * d, d}), "reduced");
+  return {R, Qb, at::Tensor(), Qt, m};
+}
+
+// Q_y C (B, m, k) for C (B, r, k), in the ATen form.
+inline at::Tensor ncut_basis_aten(const NcutQr& qr, const at::Tensor& C) {
+  if (!qr.top.defined()) return at::matmul(qr.blocks, C).contiguous();
+  const int64_t batch = C.size(0), k = C.size(-1), d = qr.R.size(-1);
+  const int64_t nblocks = qr.top.size(1) / d;
+  const auto top_c = at::matmul(qr.top, C).reshape({batch * nblocks, d, k});
+  return at::bmm(qr.blocks, top_c).reshape({batch, nblocks * kNcutQrRows, k}).narrow(1, 0, qr.m)
+      .contiguous();
 }
 
 template <typename Backend>
@@ -235,7 +275,8 @@ ncut_projector_distance_with_basis(const at::Tensor& Y, const at::Tensor& weight
   const auto flat = labels.reshape({batch, m}).to(at::kLong).contiguous();
   const auto seg = Ops::remap_segments(flat, ncut_label_span(flat));
 
-  auto [Qy, R] = ncut_tall_skinny_qr(Y64);  // (B, m, k), (B, k, d)
+  const NcutQr qr = Ops::tall_skinny_qr(Y64);
+  const auto& R = qr.R;  // (B, r, d)
   auto B = has_lambda ? at::matmul(at::matmul(R, ncut_lambda_batch(*Lambda, batch, d)), R.mT())
                       : at::matmul(R, R.mT());
   // Features near the float64 limits make the d x d core of W overflow.
@@ -253,7 +294,7 @@ ncut_projector_distance_with_basis(const at::Tensor& Y, const at::Tensor& weight
   const auto rank = mask.sum(-1).to(at::kLong);
   auto mu_pinv = at::where(mask > 0, mu.reciprocal(), at::zeros_like(mu));
   const auto Zr = Z * mask.unsqueeze(-2);  // range columns only
-  auto Q = at::matmul(Qy, Zr).contiguous();  // (B, m, k), null columns zero
+  const at::Tensor Q = Ops::basis(qr, Zr);  // Q_y Zr (B, m, k), null columns zero
   auto P0 = at::matmul(Zr.mT(), R).contiguous();  // Q^T Y, (B, k, d)
 
   const auto Yc = Y64.contiguous(), wc = w.contiguous();
