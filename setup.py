@@ -21,12 +21,13 @@ Environment:
 import glob
 import os
 import re
-import shutil
 import sys
 
 from setuptools import find_packages, setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+import cuda_paths  # noqa: E402  the toolkit and cuSOLVER discovery CMake also runs
 CUDA_DIR = os.path.join("csrc", "ops", "cuda")
 
 
@@ -37,99 +38,23 @@ def sources(*patterns):
     return sorted(os.path.relpath(p, ROOT) for p in found)
 
 
-def _toolkit_of_nvcc(nvcc):
-    """The toolkit folder of an nvcc executable; follows symlinks and small
-    wrapper scripts that exec the real nvcc (docs/design.md §8)."""
-    nvcc = os.path.realpath(nvcc)
-    try:
-        with open(nvcc, "rb") as f:
-            head = f.read(4096)
-    except OSError:
-        return None
-    if head.startswith(b"#!"):
-        match = re.search(rb"exec\s+[\"']?(/[^\s\"']*/bin/nvcc)\b", head)
-        if not match:
-            return None
-        nvcc = os.path.realpath(match.group(1).decode())
-    toolkit = os.path.dirname(os.path.dirname(nvcc))
-    return toolkit if os.path.isfile(os.path.join(toolkit, "bin", "nvcc")) else None
-
-
-def find_cuda_home():
-    for var in ("CUDA_HOME", "CUDA_PATH"):
-        if os.environ.get(var):
-            return os.environ[var]
-    nvcc = shutil.which("nvcc")
-    if nvcc:
-        toolkit = _toolkit_of_nvcc(nvcc)
-        if toolkit:
-            return toolkit
-    for candidate in ("/usr/local/cuda", *sorted(glob.glob("/usr/local/cuda-*"), reverse=True)):
-        if os.path.isfile(os.path.join(candidate, "bin", "nvcc")):
-            return candidate
-    return None
-
-
-def nvidia_wheel_dirs():
-    """include/ and lib/ folders of the nvidia-* wheels torch installs
-    (cuSOLVER and cuBLAS headers and libraries live there, not in a minimal
-    toolkit)."""
-    roots = []
-    for path in sys.path:
-        candidate = os.path.join(path, "nvidia")
-        if os.path.isdir(candidate) and candidate not in roots:
-            roots.append(candidate)
-    includes, libs = [], []
-    for root in roots:
-        for header in glob.glob(os.path.join(root, "*", "include", "cusolverDn.h")):
-            includes.append(os.path.dirname(header))
-        for lib in glob.glob(os.path.join(root, "*", "lib", "libcusolver.so*")):
-            libs.append(lib)
-    return includes, libs
-
-
 def cusolver_paths(cuda_home):
-    """(include dirs, library dirs, link args) for cuSOLVER, preferring the
-    wheel torch itself loads at run time."""
-    wheel_includes, wheel_libs = nvidia_wheel_dirs()
-    toolkit_include = os.path.join(cuda_home, "include")
-    include_dirs, library_dirs, link_args = [], [], []
-    if not os.path.isfile(os.path.join(toolkit_include, "cusolverDn.h")):
-        if not wheel_includes:
-            raise RuntimeError(
-                "matbp: cuSOLVER headers (cusolverDn.h) found neither in the CUDA toolkit "
-                f"{cuda_home} nor in an nvidia-cusolver wheel; install nvidia-cusolver or set "
-                "MATBP_CUDA=0 for a CPU-only build")
-        # Only the headers the toolkit lacks, so the wheel's copies of the
-        # runtime headers never shadow nvcc's own.
-        staged = os.path.join(ROOT, "build", "matbp_cuda_include")
-        shutil.rmtree(staged, ignore_errors=True)  # links of an earlier environment
-        os.makedirs(staged)
-        source = wheel_includes[0]
-        for header in os.listdir(source):
-            if not os.path.exists(os.path.join(toolkit_include, header)):
-                os.symlink(os.path.join(source, header), os.path.join(staged, header))
-        include_dirs.append(staged)
-    wheel_versioned = sorted(l for l in wheel_libs if re.search(r"libcusolver\.so\.\d+$", l))
-    toolkit_lib = os.path.join(cuda_home, "lib64", "libcusolver.so")
-    if wheel_versioned:
-        lib = wheel_versioned[-1]
-        lib_dir = os.path.dirname(lib)
-        library_dirs.append(lib_dir)
-        link_args.append("-l:" + os.path.basename(lib))
+    """(include dirs, library dirs, link args) for cuSOLVER, found as CMake
+    finds it (scripts/cuda_paths.py)."""
+    try:
+        include_dirs, lib = cuda_paths.cusolver(cuda_home, os.path.join(ROOT, "build", "matbp_cuda_include"))
+    except cuda_paths.NotFound as exc:
+        raise RuntimeError(f"matbp: {exc}; or set MATBP_CUDA=0 for a CPU-only build") from None
+    lib_dir = os.path.dirname(lib)
+    if re.search(r"libcusolver\.so\.\d+$", lib):  # the wheel's
         # Found at run time next to torch's own CUDA libraries
         # (site-packages/nvidia/<cu>/lib), or where it was at build time.
         rel = os.path.relpath(lib_dir, os.path.dirname(os.path.dirname(lib_dir)))
-        link_args += ["-Wl,-rpath,$ORIGIN/../nvidia/" + rel.replace(os.sep, "/"),
-                      "-Wl,-rpath," + lib_dir]
-    elif os.path.exists(toolkit_lib):
-        library_dirs.append(os.path.dirname(toolkit_lib))
-        link_args.append("-lcusolver")
+        link_args = ["-l:" + os.path.basename(lib), "-Wl,-rpath,$ORIGIN/../nvidia/" + rel.replace(os.sep, "/"),
+                     "-Wl,-rpath," + lib_dir]
     else:
-        raise RuntimeError(
-            "matbp: libcusolver found neither in an nvidia-cusolver wheel nor in "
-            f"{cuda_home}/lib64; set MATBP_CUDA=0 for a CPU-only build")
-    return include_dirs, library_dirs, link_args
+        link_args = ["-lcusolver"]
+    return include_dirs, [lib_dir], link_args
 
 
 def want_cuda(torch_has_cuda, cuda_home):
@@ -151,7 +76,7 @@ def want_cuda(torch_has_cuda, cuda_home):
 def extension():
     import torch
 
-    cuda_home = find_cuda_home() if torch.version.cuda else None
+    cuda_home = cuda_paths.find_cuda_home() if torch.version.cuda else None
     use_cuda = want_cuda(torch.version.cuda is not None, cuda_home)
     if use_cuda:
         # cpp_extension reads CUDA_HOME when it is imported.
@@ -182,8 +107,8 @@ def extension():
         include_dirs=include_dirs + solver_includes,
         library_dirs=solver_lib_dirs,
         extra_compile_args={
-            "cxx": cxx_flags + ["-DMATBP_WITH_CUDA=1"],
-            "nvcc": ["-O3", "-std=c++20", "--expt-relaxed-constexpr", "-DMATBP_WITH_CUDA=1"],
+            "cxx": cxx_flags,
+            "nvcc": ["-O3", "-std=c++20", "--expt-relaxed-constexpr"],
         },
         extra_link_args=["-fopenmp"] + solver_link,
     )

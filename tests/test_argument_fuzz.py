@@ -27,7 +27,7 @@ def _valid_calls():
     U, S, W = matbp.svd(torch.randn(2, 5, 3, generator=g, dtype=F64))
     _, Lf, Vf = ops.sym_fn_with_eig(A, "log", 1.0)
     _, Lp, Vp = ops.projector_with_eig(A, None)
-    Xr = torch.randn(2, 3, 5, generator=g, dtype=F64)  # m < d: the m x m path
+    Xr = torch.randn(2, 3, 5, generator=g, dtype=F64)  # m < d: the rows path
     _, So, Uo, Yo = ops.o2p_log_with_eig(Xr, 1e-3)
     Y = torch.rand(2, 40, 4, generator=g, dtype=F64)
     labels = torch.randint(0, 3, (2, 40), generator=g)

@@ -136,7 +136,7 @@ def test_schema_default_eps():
 
 
 def test_paths_agree_across_the_switch():
-    # m = d - 1 takes the m x m path, m = d the d x d path: appending a zero
+    # m = d - 1 takes the rows path, m = d the cols path: appending a zero
     # row does not change XᵀX, so both must give the same C and gradient.
     X = torch.randn(2, 6, 7, generator=gen(8), dtype=torch.float64)
     Xz = torch.cat([X, torch.zeros(2, 1, 7, dtype=torch.float64)], dim=1)

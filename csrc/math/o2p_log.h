@@ -2,7 +2,7 @@
 
 // Scalar math of the second-order pooling layer C = log(X^T X + eps I).
 //
-// The m x m path works with the Gram matrix K = X X^T = U diag(s) U^T and
+// The rows path works with the Gram matrix K = X X^T = U diag(s) U^T and
 //   h(s) = log1p(s / eps) / s = log[eps, eps + s],  h(0) = 1 / eps,
 // so that C = log(eps) I + X^T U h(s) U^T X. Its backward needs the divided
 // differences of h, h[s_i, s_j] = log[eps, eps + s_i, eps + s_j] (a second
@@ -66,7 +66,7 @@ MATBP_HOST_DEVICE inline T o2p_h(T s, T eps) {
   return x <= T(kO2pLogRatioLimit) ? log1p_ratio(x) / eps : (log(s) - log(eps)) / s;
 }
 
-// h[s_i, s_j], the coupling of the m x m path's backward. h_i = o2p_h(s_i)
+// h[s_i, s_j], the coupling of the rows path's backward. h_i = o2p_h(s_i)
 // and h_j = o2p_h(s_j) are passed in (the kernels have them already), which
 // saves transcendental calls: far apart, their quotient is exact; close, the
 // log1p(x_hi) of log1p_ratio_divided_difference is h_hi * s_hi.
@@ -99,6 +99,19 @@ template <typename T>
 MATBP_HOST_DEVICE inline T o2p_gram_zero_cutoff(T s_max, int64_t m, int64_t d) {
   const T r = T(m > d ? m : d) * machine_epsilon<T>();
   return r * r * s_max;
+}
+
+// A Gram eigenvalue s (the largest s_max), refined: at or below
+// sqrt(eps_mach) s_max its Rayleigh quotient from X itself, quotient() =
+// ||X^T u||^2 or ||X w||^2 (the Gram matrix's rounding, ~eps ||X||^2, would
+// otherwise be amplified by 1/eps; the quotient is accurate to second order
+// in the eigenvector error), then 0 at or below the numerical-rank cutoff,
+// which also clamps round-off negatives. quotient is called only when needed.
+template <typename T, typename Quotient>
+MATBP_HOST_DEVICE inline T o2p_refined_gram_eigenvalue(T s, T s_max, int64_t m, int64_t d,
+                                                       const Quotient& quotient) {
+  const T refined = s <= sqrt(machine_epsilon<T>()) * s_max ? T(quotient()) : s;
+  return refined <= o2p_gram_zero_cutoff(s_max, m, d) ? T(0) : refined;
 }
 
 // log(eps + s) for s >= 0, around the larger of the two so that the log1p

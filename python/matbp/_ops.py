@@ -454,7 +454,7 @@ def _check_o2p_eps(eps, op):
 
 
 def _o2p_eig_size(X) -> int:
-    # The m x m path (m < d) decomposes X Xᵀ, the d x d path Xᵀ X.
+    # The rows path (m < d) decomposes X Xᵀ, the cols path Xᵀ X.
     return min(X.shape[-2], X.shape[-1])
 
 
@@ -468,7 +468,7 @@ def _o2p_log_with_eig_fake(X, eps=1e-3):
         X.new_empty((*batch, d, d)),
         X.new_empty((*batch, k), dtype=torch.float64),
         X.new_empty((*batch, k, k), dtype=torch.float64),
-        # Y = Uᵀ X on the m x m path (m < d), empty on the d x d path.
+        # Y = Uᵀ X on the rows path (m < d), empty on the cols path.
         X.new_empty((*batch, m if m < d else 0, d), dtype=torch.float64),
     )
 

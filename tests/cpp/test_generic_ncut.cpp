@@ -15,6 +15,7 @@
 #include <tuple>
 #include <vector>
 
+#include "matbp.h"
 #include "ops/cpu/cpu_backend.h"
 #include "ops/generic/ncut.h"
 
@@ -36,16 +37,12 @@ using Backward = std::tuple<Tensor, Tensor, Tensor>(const Tensor&, const Tensor&
                                                     const Tensor&, const Tensor&);
 
 auto with_basis_op() {
-  static auto h = c10::Dispatcher::singleton()
-                      .findSchemaOrThrow("matbp::ncut_projector_distance_with_basis", "")
-                      .typed<WithBasis>();
+  static auto h = matbp::detail::op<WithBasis>("matbp::ncut_projector_distance_with_basis");
   return h;
 }
 
 auto backward_op() {
-  static auto h = c10::Dispatcher::singleton()
-                      .findSchemaOrThrow("matbp::ncut_projector_distance_backward", "")
-                      .typed<Backward>();
+  static auto h = matbp::detail::op<Backward>("matbp::ncut_projector_distance_backward");
   return h;
 }
 

@@ -12,8 +12,11 @@
 #include <utility>
 
 #include "matbp.h"
-#include "ops/generic/eigen_ops.h"
 #include "ops/generic/o2p_log.h"
+#include "ops/generic/projector.h"
+#include "ops/generic/svd.h"
+#include "ops/generic/sym_eig.h"
+#include "ops/generic/sym_fn.h"
 
 namespace {
 

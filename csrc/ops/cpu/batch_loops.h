@@ -1,8 +1,8 @@
 #pragma once
 
 // Small helpers the CPU kernels share: batch bookkeeping, first-failure
-// recording from worker threads, and the per-matrix elementwise loop that
-// forms the inner adjoint matrices in one pass.
+// recording from worker threads, and the loop that runs a device-generic
+// pair functor on one matrix.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -34,37 +34,21 @@ class FirstFailure {
   std::atomic<int64_t> index_;
 };
 
-// For every pair i < j of an n x n row-major matrix m, calls
-// pair(i, j, m_ij, m_ji) -> (new_ij, new_ji) and diag(i, m_ii) -> new_ii,
-// writing the results in place. One pass.
-template <typename Pair, typename Diag>
-inline void transform_pairs(double* m, int64_t n, const Pair& pair, const Diag& diag) {
-  for (int64_t i = 0; i < n; ++i) {
-    m[i * n + i] = diag(i, m[i * n + i]);
-    for (int64_t j = i + 1; j < n; ++j) {
-      const auto [ij, ji] = pair(i, j, m[i * n + j], m[j * n + i]);
-      m[i * n + j] = ij;
-      m[j * n + i] = ji;
-    }
-  }
+// Raises for the first matrix whose argument `arg` had NaN or Inf, else for
+// the first on which `solver` failed to converge.
+inline void raise_first_failure(const FirstFailure& nonfinite, const FirstFailure& failed,
+                                const char* op, const char* arg, const char* solver) {
+  TORCH_CHECK(!nonfinite.any(), nonfinite_matrix_message(op, arg, nonfinite.index()));
+  TORCH_CHECK(!failed.any(), not_converged_message(op, solver, failed.index()));
 }
 
-// transform_pairs over every matrix b of a contiguous (B, n, n) float64
-// tensor, in parallel; pair and diag also receive b first.
-template <typename Pair, typename Diag>
-void transform_pairs_inplace(at::Tensor& M, const Pair& pair, const Diag& diag) {
-  const int64_t n = M.size(-1);
-  const int64_t batch = batch_count(M);
-  double* data = M.data_ptr<double>();
-  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, n * n));
-  at::parallel_for(0, batch, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) {
-      transform_pairs(
-          data + b * n * n, n,
-          [&](int64_t i, int64_t j, double m_ij, double m_ji) { return pair(b, i, j, m_ij, m_ji); },
-          [&](int64_t i, double m_ii) { return diag(b, i, m_ii); });
-    }
-  });
+// f(0, i, j) for 0 <= i <= j < n: a for_each_pair functor of the
+// device-generic code (generic/*.h) on one matrix, as the per-matrix CPU
+// pipelines run it in cache.
+template <typename F>
+inline void for_each_pair_of_one_matrix(int64_t n, const F& f) {
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = i; j < n; ++j) f(0, i, j);
 }
 
 // sym(G) = (G + G^T) / 2 of one n x n row-major matrix into out.

@@ -11,7 +11,6 @@
 #include <torch/library.h>
 
 #include <cstdint>
-#include <utility>
 #include <vector>
 
 #include "../generic/ncut.h"
@@ -70,11 +69,22 @@ struct NcutOps<cpu::CpuBackend> {
     return seg;
   }
 
-  // Row block `blk` of an (m, d) matrix: rows [blk * kNcutQrRows, ...), the
-  // last block taking the remainder (fewer than 2 kNcutQrRows rows, at least d).
-  static std::pair<int64_t, int64_t> qr_block_rows(int64_t blk, int64_t nblocks, int64_t m) {
-    const int64_t r0 = blk * kNcutQrRows;
-    return {r0, blk + 1 == nblocks ? m - r0 : kNcutQrRows};
+  // body(j, first, rows, work, lwork) for every row block j of a batch of
+  // (m, d) matrices, in parallel, each thread with a LAPACK workspace: block
+  // blk of matrix b covers `rows` rows from row `first` of the flattened
+  // (B * m) rows, the last block taking the remainder (fewer than
+  // 2 kNcutQrRows rows, at least d).
+  template <typename Body>
+  static void for_each_qr_block(int64_t batch, int64_t nblocks, int64_t m, int64_t d,
+                                const Body& body) {
+    const int lwork = cpu::lapack_qr_workspace(int(2 * kNcutQrRows), int(d));
+    at::parallel_for(0, batch * nblocks, 1, [&](int64_t begin, int64_t end) {
+      std::vector<double> work(lwork);
+      for (int64_t j = begin; j < end; ++j) {
+        const int64_t b = j / nblocks, blk = j % nblocks, r0 = blk * kNcutQrRows;
+        body(j, b * m + r0, blk + 1 == nblocks ? m - r0 : kNcutQrRows, work.data(), lwork);
+      }
+    });
   }
 
   // Each row block is transposed into column-major storage (in cache) and
@@ -92,26 +102,20 @@ struct NcutOps<cpu::CpuBackend> {
     double* a_all = blocks.data_ptr<double>();
     double* tau_all = tau.data_ptr<double>();
     double* r_all = stacked.data_ptr<double>();
-    const int lwork = cpu::lapack_qr_workspace(int(2 * kNcutQrRows), int(d));
-    at::parallel_for(0, batch * nblocks, 1, [&](int64_t begin, int64_t end) {
-      std::vector<double> work(lwork);
-      for (int64_t j = begin; j < end; ++j) {
-        const int64_t b = j / nblocks, blk = j % nblocks;
-        const auto [r0, rows] = qr_block_rows(blk, nblocks, m);
-        const double* src = y + (b * m + r0) * d;
-        double* a = a_all + (b * m + r0) * d;
-        // Column by column: contiguous writes (rows apart, a power of two,
-        // would all map to one cache set).
-        for (int64_t c = 0; c < d; ++c)
-          for (int64_t i = 0; i < rows; ++i) a[c * rows + i] = src[i * d + c];
-        int info = 0;
-        cpu::lapack_geqrf(int(rows), int(d), a, int(rows), tau_all + j * d, work.data(), lwork,
-                          &info);
-        TORCH_CHECK(info == 0, kNcutOp, ": LAPACK dgeqrf failed with info = ", info);
-        double* r = r_all + j * d * d;
-        for (int64_t row = 0; row < d; ++row)
-          for (int64_t c = 0; c < d; ++c) r[row * d + c] = c >= row ? a[c * rows + row] : 0.0;
-      }
+    for_each_qr_block(batch, nblocks, m, d, [&](int64_t j, int64_t first, int64_t rows,
+                                                double* work, int lwork) {
+      const double* src = y + first * d;
+      double* a = a_all + first * d;
+      // Column by column: contiguous writes (rows apart, a power of two,
+      // would all map to one cache set).
+      for (int64_t c = 0; c < d; ++c)
+        for (int64_t i = 0; i < rows; ++i) a[c * rows + i] = src[i * d + c];
+      int info = 0;
+      cpu::lapack_geqrf(int(rows), int(d), a, int(rows), tau_all + j * d, work, lwork, &info);
+      TORCH_CHECK(info == 0, kNcutOp, ": LAPACK dgeqrf failed with info = ", info);
+      double* r = r_all + j * d * d;
+      for (int64_t row = 0; row < d; ++row)
+        for (int64_t c = 0; c < d; ++c) r[row * d + c] = c >= row ? a[c * rows + row] : 0.0;
     });
     auto [top, R] = at::linalg_qr(stacked, "reduced");
     return {R, blocks, tau, top, m};
@@ -129,22 +133,15 @@ struct NcutOps<cpu::CpuBackend> {
     const double* tau_all = qr.tau.data_ptr<double>();
     const double* c_all = top_c.data_ptr<double>();
     double* q = Q.data_ptr<double>();
-    const int lwork = cpu::lapack_qr_workspace(int(2 * kNcutQrRows), int(d));
-    at::parallel_for(0, batch * nblocks, 1, [&](int64_t begin, int64_t end) {
-      std::vector<double> work(lwork);
-      for (int64_t j = begin; j < end; ++j) {
-        const int64_t b = j / nblocks, blk = j % nblocks;
-        const auto [r0, rows] = qr_block_rows(blk, nblocks, m);
-        double* a = a_all + (b * m + r0) * d;
-        int info = 0;
-        cpu::lapack_orgqr(int(rows), int(d), a, int(rows), tau_all + j * d, work.data(), lwork,
-                          &info);
-        TORCH_CHECK(info == 0, kNcutOp, ": LAPACK dorgqr failed with info = ", info);
-        // Row-major Q rows = (column-major Q_b, i.e. row-major Q_b^T)^T (Q_top,b C).
-        cpu::gemm_row_major(/*trans_a=*/true, /*trans_b=*/false, int(rows), int(k), int(d), 1.0,
-                            a, int(rows), c_all + j * d * k, int(k), 0.0, q + (b * m + r0) * k,
-                            int(k));
-      }
+    for_each_qr_block(batch, nblocks, m, d, [&](int64_t j, int64_t first, int64_t rows,
+                                                double* work, int lwork) {
+      double* a = a_all + first * d;
+      int info = 0;
+      cpu::lapack_orgqr(int(rows), int(d), a, int(rows), tau_all + j * d, work, lwork, &info);
+      TORCH_CHECK(info == 0, kNcutOp, ": LAPACK dorgqr failed with info = ", info);
+      // Row-major Q rows = (column-major Q_b, i.e. row-major Q_b^T)^T (Q_top,b C).
+      cpu::gemm_row_major(/*trans_a=*/true, /*trans_b=*/false, int(rows), int(k), int(d), 1.0, a,
+                          int(rows), c_all + j * d * k, int(k), 0.0, q + first * k, int(k));
     });
     return Q;
   }

@@ -2,16 +2,16 @@
 // second-order pooling layer C = log(X^T X + eps I), X (*, m, d).
 //
 // Two paths, chosen by shape (the backward repeats the choice):
-// - m < d (conv features: fewer positions than channels), the m x m path:
+// - m < d (conv features: fewer positions than channels), the rows path:
 //   K = X X^T = U diag(s) U^T, h(s) = log1p(s/eps)/s, Y = U^T X,
 //     C = log(eps) I + Y^T diag(h) Y,
 //   gX = U [2 diag(h) Y G + (2 h[s_i, s_j] o Y G Y^T) Y],  G = sym(gC).
 //   No d x d eigenproblem; the d - m eigenvalues equal to eps are exact by
 //   construction, and null directions of X are annihilated by the Y factors.
-// - m >= d, the d x d path: X^T X = W diag(s) W^T, C = W log(eps + s) W^T,
+// - m >= d, the cols path: X^T X = U diag(s) U^T, C = U log(eps + s) U^T,
 //   gX = 2 X gA with gA the Daleckii–Krein backward of log at eps + s.
 // Saved for the backward: the Gram eigenvalues s (refined, clamped >= 0), the
-// eigenvectors (U or W) and, on the m x m path, Y = U^T X (empty otherwise).
+// eigenvectors U and, on the rows path, Y = U^T X (empty otherwise).
 
 #include <ATen/ATen.h>
 #include <torch/library.h>
@@ -36,40 +36,32 @@ constexpr const char* kOp = "matbp.o2p_log";
 using generic::check_o2p_arguments;
 using generic::check_o2p_backward_arguments;
 
-// The Gram eigenvalues far below the largest carry an absolute error of
-// ~eps ||X||^2 from forming the Gram matrix, which log(eps + s) and h(s)
-// would amplify by 1/eps. Their Rayleigh quotients from X itself,
-// s = ||X^T u||^2 (m x m path) or ||X w||^2 (d x d path), are accurate to
-// second order in the eigenvector error; null directions come out ~0.
-// Also clamps round-off negatives to 0. X64 is (B, m, d) contiguous, V the
-// (B, k, k) eigenvectors (columns), S (B, k) ascending; both updated in place.
-// One matrix: x (m, d) row-major, v (k, k) row-major with the eigenvectors in
-// its columns, s (k) ascending, updated in place.
+// math::o2p_refined_gram_eigenvalue of one matrix's Gram eigenvalues s (k,
+// ascending, in place), the Rayleigh quotients computed only where needed:
+// x (m, d) row-major, v (k, k) row-major with the eigenvectors in its columns.
 void refine_small_gram_eigenvalues(const double* x, int64_t m, int64_t d, const double* v,
-                                   int64_t k, double* s, bool gram_of_rows) {
+                                   int64_t k, double* s, bool rows_path) {
   if (k == 0) return;
   const double s_max = std::abs(s[k - 1]);
-  const double cutoff = std::sqrt(math::machine_epsilon<double>()) * s_max;
-  for (int64_t i = 0; i < k && s[i] <= cutoff; ++i) {
-    double norm2 = 0;
-    if (gram_of_rows) {  // ||X^T u_i||^2, u_i in R^m
-      for (int64_t c = 0; c < d; ++c) {
-        double dot = 0;
-        for (int64_t r = 0; r < m; ++r) dot += v[r * k + i] * x[r * d + c];
-        norm2 += dot * dot;
+  for (int64_t i = 0; i < k; ++i) {
+    s[i] = math::o2p_refined_gram_eigenvalue(s[i], s_max, m, d, [&] {
+      double norm2 = 0;
+      if (rows_path) {  // ||X^T u_i||^2, u_i in R^m
+        for (int64_t c = 0; c < d; ++c) {
+          double dot = 0;
+          for (int64_t r = 0; r < m; ++r) dot += v[r * k + i] * x[r * d + c];
+          norm2 += dot * dot;
+        }
+      } else {  // ||X u_i||^2, u_i in R^d
+        for (int64_t r = 0; r < m; ++r) {
+          double dot = 0;
+          for (int64_t c = 0; c < d; ++c) dot += x[r * d + c] * v[c * k + i];
+          norm2 += dot * dot;
+        }
       }
-    } else {  // ||X w_i||^2, w_i in R^d
-      for (int64_t r = 0; r < m; ++r) {
-        double dot = 0;
-        for (int64_t c = 0; c < d; ++c) dot += x[r * d + c] * v[c * k + i];
-        norm2 += dot * dot;
-      }
-    }
-    s[i] = norm2;
+      return norm2;
+    });
   }
-  // Below the numerical rank: zero (which also clamps round-off negatives).
-  const double zero = math::o2p_gram_zero_cutoff(s_max, m, d);
-  for (int64_t i = 0; i < k; ++i) s[i] = s[i] <= zero ? 0.0 : s[i];
 }
 
 // Per-matrix helpers of the fused pipelines below: float32 data is widened
@@ -103,7 +95,7 @@ void store_output(const double* src, int64_t count, out_t* dst) {
   }
 }
 
-// The Gram eigendecomposition of one matrix, k = m (X X^T, gram_of_rows) or
+// The Gram eigendecomposition of one matrix, k = m (X X^T, rows_path) or
 // k = d (X^T X): formed with BLAS, checked finite (an overflowing Gram matrix
 // must not reach LAPACK), decomposed by dsyevd, small eigenvalues refined.
 // The eigenvectors land in v (k, k) row-major, as columns; transposed() is
@@ -113,8 +105,8 @@ class GramEigen {
   GramEigen(int k, const LapackWorkspace& ws)
       : k_(k), ws_(ws), gram_(int64_t(k) * k), work_(ws.lwork), iwork_(ws.liwork) {}
 
-  bool decompose(const double* x, int m, int d, bool gram_of_rows, double* s, double* v) {
-    if (gram_of_rows) {
+  bool decompose(const double* x, int m, int d, bool rows_path, double* s, double* v) {
+    if (rows_path) {
       gemm_symmetric_result(false, true, m, d, x, d, x, d, gram_.data(), m);
     } else {
       gemm_symmetric_result(true, false, d, m, x, d, x, d, gram_.data(), d);
@@ -126,7 +118,7 @@ class GramEigen {
     if (info != 0) return false;
     for (int i = 0; i < k_; ++i)
       for (int j = 0; j < k_; ++j) v[int64_t(i) * k_ + j] = gram_[int64_t(j) * k_ + i];
-    refine_small_gram_eigenvalues(x, m, d, v, k_, s, gram_of_rows);
+    refine_small_gram_eigenvalues(x, m, d, v, k_, s, rows_path);
     return true;
   }
 
@@ -139,7 +131,7 @@ class GramEigen {
   std::vector<int> iwork_;
 };
 
-// The m x m path, one matrix after another on each thread with buffers that
+// The rows path, one matrix after another on each thread with buffers that
 // stay in cache: no batch-sized temporaries, so no page faults and no passes
 // over memory between the GEMMs (BLAS runs single-threaded inside).
 template <typename scalar_t>
@@ -155,7 +147,7 @@ void o2p_rows_forward(const scalar_t* x_in, int64_t batch, int m, int d, double 
       const double* xb = as_double(x_in + b * md, md, x);
       double* s = s_out + b * m;
       double* y = y_out + b * md;
-      if (!eig.decompose(xb, m, d, /*gram_of_rows=*/true, s, u_out + b * int64_t(m) * m)) {
+      if (!eig.decompose(xb, m, d, /*rows_path=*/true, s, u_out + b * int64_t(m) * m)) {
         failed.record(b);
         continue;
       }
@@ -175,63 +167,54 @@ void o2p_rows_forward(const scalar_t* x_in, int64_t batch, int m, int d, double 
   });
 }
 
-// The d x d path (m >= d), one matrix at a time in cache like the m x m path:
-// X^T X = W diag(s) W^T, C = W diag(log(eps + s)) W^T.
+// The cols path (m >= d), one matrix at a time in cache like the rows path:
+// X^T X = U diag(s) U^T, C = U diag(log(eps + s)) U^T.
 template <typename scalar_t>
 void o2p_cols_forward(const scalar_t* x_in, int64_t batch, int m, int d, double eps,
-                      scalar_t* c_out, double* s_out, double* w_out, FirstFailure& failed) {
+                      scalar_t* c_out, double* s_out, double* u_out, FirstFailure& failed) {
   const auto ws = lapack_syevd_workspace(d);
   const int64_t md = int64_t(m) * d, dd = int64_t(d) * d;
   at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
     GramEigen eig(d, ws);
-    std::vector<double> x, c, wl(dd);
+    std::vector<double> x, c, ul(dd);
     for (int64_t b = begin; b < end; ++b) {
       const double* xb = as_double(x_in + b * md, md, x);
       double* s = s_out + b * d;
-      double* w = w_out + b * dd;
-      if (!eig.decompose(xb, m, d, /*gram_of_rows=*/false, s, w)) {
+      double* u = u_out + b * dd;
+      if (!eig.decompose(xb, m, d, /*rows_path=*/false, s, u)) {
         failed.record(b);
         continue;
       }
       for (int i = 0; i < d; ++i)
         for (int j = 0; j < d; ++j)
-          wl[int64_t(i) * d + j] = w[int64_t(i) * d + j] * math::o2p_log_eigenvalue(s[j], eps);
+          ul[int64_t(i) * d + j] = u[int64_t(i) * d + j] * math::o2p_log_eigenvalue(s[j], eps);
       double* cb = output_buffer(c_out + b * dd, dd, c);
-      gemm_symmetric_result(false, true, d, d, wl.data(), d, w, d, cb, d);
+      gemm_symmetric_result(false, true, d, d, ul.data(), d, u, d, cb, d);
       store_output(cb, dd, c_out + b * dd);
     }
   });
 }
 
-// Backward of the d x d path, per matrix: M = 2 log[eps + s_i, eps + s_j] o
-// sym(W^T G W), gA = W M W^T, gX = X gA.
+// Backward of the cols path, per matrix: M = 2 log[eps + s_i, eps + s_j] o
+// sym(U^T G U), gA = U M U^T, gX = X gA.
 template <typename grad_t, typename out_t>
-void o2p_cols_backward(const grad_t* g_in, const double* s_in, const double* w_in,
+void o2p_cols_backward(const grad_t* g_in, const double* s_in, const double* u_in,
                        const out_t* x_in, int64_t batch, int m, int d, double eps, out_t* gx_out) {
   at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
     const int64_t md = int64_t(m) * d;
     std::vector<double> gs(int64_t(d) * d), t(int64_t(d) * d), inner(int64_t(d) * d),
-        ga(int64_t(d) * d), x, gx, lam(d), log_lam(d);
+        ga(int64_t(d) * d), x, gx, log_lam(d);
     for (int64_t b = begin; b < end; ++b) {
       const double* s = s_in + b * d;
-      const double* w = w_in + b * d * d;
-      for (int i = 0; i < d; ++i) {
-        lam[i] = eps + s[i];
-        log_lam[i] = math::o2p_log_eigenvalue(s[i], eps);
-      }
+      const double* u = u_in + b * d * d;
+      for (int i = 0; i < d; ++i) log_lam[i] = math::o2p_log_eigenvalue(s[i], eps);
       symmetrize_into(g_in + b * d * d, d, gs.data());
-      gemm_row_major(true, false, d, d, d, 1.0, w, d, gs.data(), d, 0.0, t.data(), d);
-      gemm_symmetric_result(false, false, d, d, t.data(), d, w, d, inner.data(), d);
-      transform_pairs(
-          inner.data(), d,
-          [&](int64_t i, int64_t j, double m_ij, double m_ji) {
-            const double e =
-                math::divided_difference_log(lam[i], lam[j], log_lam[i], log_lam[j]) * (m_ij + m_ji);
-            return std::pair<double, double>(e, e);
-          },
-          [&](int64_t i, double m_ii) { return 2.0 / lam[i] * m_ii; });
-      gemm_row_major(false, false, d, d, d, 1.0, w, d, inner.data(), d, 0.0, t.data(), d);
-      gemm_symmetric_result(false, true, d, d, t.data(), d, w, d, ga.data(), d);
+      gemm_row_major(true, false, d, d, d, 1.0, u, d, gs.data(), d, 0.0, t.data(), d);
+      gemm_symmetric_result(false, false, d, d, t.data(), d, u, d, inner.data(), d);
+      for_each_pair_of_one_matrix(
+          d, generic::O2pColsInner{inner.data(), s, log_lam.data(), eps, d});
+      gemm_row_major(false, false, d, d, d, 1.0, u, d, inner.data(), d, 0.0, t.data(), d);
+      gemm_symmetric_result(false, true, d, d, t.data(), d, u, d, ga.data(), d);
       const double* xb = as_double(x_in + b * md, md, x);
       double* gxb = output_buffer(gx_out + b * md, md, gx);
       gemm_row_major(false, false, m, d, d, 1.0, xb, d, ga.data(), d, 0.0, gxb, d);
@@ -240,42 +223,25 @@ void o2p_cols_backward(const grad_t* g_in, const double* s_in, const double* w_i
   });
 }
 
-// Backward of the m x m path, per matrix:
+// Backward of the rows path, per matrix:
 //   T = Y G, M = 2 h[s_i, s_j] o sym(T Y^T), R = M Y + 2 diag(h) T, gX = U R.
 template <typename grad_t, typename out_t>
 void o2p_rows_backward(const grad_t* g_in, const double* s_in, const double* u_in,
                        const double* y_in, int64_t batch, int m, int d, double eps, out_t* gx_out) {
   at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
     const int64_t md = int64_t(m) * d;
-    std::vector<double> gs(int64_t(d) * d), t(md), inner(int64_t(m) * m), r(md), h2(m), gx;
+    std::vector<double> gs(int64_t(d) * d), t(md), inner(int64_t(m) * m), r(md), h(m), gx;
     for (int64_t b = begin; b < end; ++b) {
       const double* s = s_in + b * m;
       const double* u = u_in + b * m * m;
       const double* y = y_in + b * m * d;
       symmetrize_into(g_in + b * d * d, d, gs.data());
-      for (int i = 0; i < m; ++i) h2[i] = 2.0 * math::o2p_h(s[i], eps);
+      for (int i = 0; i < m; ++i) h[i] = math::o2p_h(s[i], eps);
       gemm_row_major(false, false, m, d, d, 1.0, y, d, gs.data(), d, 0.0, t.data(), d);
       gemm_symmetric_result(false, true, m, d, t.data(), d, y, d, inner.data(), m);
-      transform_pairs(
-          inner.data(), m,
-          [&](int64_t i, int64_t j, double m_ij, double m_ji) {
-            // 2 h[s_i, s_j] times the symmetric part; the halves of h2 are h.
-            // Zero stays zero where h[s_i, s_j] ~ 1/eps^2 overflows (tiny eps).
-            const double sum = m_ij + m_ji;
-            const double e = sum == 0.0 ? 0.0
-                                        : math::o2p_h_divided_difference(
-                                              s[i], s[j], 0.5 * h2[i], 0.5 * h2[j], eps) *
-                                              sum;
-            return std::pair<double, double>(e, e);
-          },
-          [&](int64_t i, double m_ii) {
-            const double hi = 0.5 * h2[i];
-            return m_ii == 0.0
-                       ? 0.0
-                       : 2.0 * math::o2p_h_divided_difference(s[i], s[i], hi, hi, eps) * m_ii;
-          });
+      for_each_pair_of_one_matrix(m, generic::O2pRowsInner{inner.data(), s, h.data(), eps, m});
       for (int i = 0; i < m; ++i)
-        for (int j = 0; j < d; ++j) r[int64_t(i) * d + j] = h2[i] * t[int64_t(i) * d + j];
+        for (int j = 0; j < d; ++j) r[int64_t(i) * d + j] = 2.0 * h[i] * t[int64_t(i) * d + j];
       gemm_row_major(false, false, m, d, m, 1.0, inner.data(), m, y, d, 1.0, r.data(), d);
       double* gxb = output_buffer(gx_out + b * md, md, gx);
       gemm_row_major(false, false, m, d, m, 1.0, u, m, r.data(), d, 0.0, gxb, d);
@@ -288,7 +254,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> o2p_log_with_eig_cpu(
     const at::Tensor& X, double eps) {
   check_o2p_arguments(X, eps, kOp);
   TORCH_CHECK(all_finite(X), kOp, ": argument 'X' contains NaN or Inf");
-  const bool rows = generic::o2p_uses_gram_of_rows(X);
+  const bool rows = generic::o2p_rows_path(X);
   const int64_t m = X.size(-2), d = X.size(-1);
   if (rows) {
     const auto Xc = X.contiguous();
@@ -316,18 +282,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> o2p_log_with_eig_cpu(
   const int64_t batch = batch_count(X);
   auto C = at::empty(with_trailing(X, {d, d}), X.options());
   auto S = at::empty(with_trailing(X, {d}), X.options().dtype(at::kDouble));
-  auto W = at::empty(with_trailing(X, {d, d}), S.options());
+  auto U = at::empty(with_trailing(X, {d, d}), S.options());
   FirstFailure failed(batch);
   if (batch > 0 && d > 0) {
     AT_DISPATCH_FLOATING_TYPES(X.scalar_type(), "matbp_o2p_cols_forward", [&] {
       o2p_cols_forward(Xc.data_ptr<scalar_t>(), batch, static_cast<int>(m), static_cast<int>(d),
-                       eps, C.data_ptr<scalar_t>(), S.data_ptr<double>(), W.data_ptr<double>(),
+                       eps, C.data_ptr<scalar_t>(), S.data_ptr<double>(), U.data_ptr<double>(),
                        failed);
     });
   }
   TORCH_CHECK(!failed.any(), kOp, ": the Gram matrix X^T X of matrix ", failed.index(),
               " of the flattened batch overflows or LAPACK dsyevd failed on it");
-  return {C, S, W, at::empty(with_trailing(X, {0, d}), S.options())};
+  return {C, S, U, at::empty(with_trailing(X, {0, d}), S.options())};
 }
 
 at::Tensor o2p_log_backward_cpu(const at::Tensor& gC, const at::Tensor& X, const at::Tensor& S,
@@ -335,7 +301,7 @@ at::Tensor o2p_log_backward_cpu(const at::Tensor& gC, const at::Tensor& X, const
   constexpr const char* op = "matbp.o2p_log_backward";
   check_o2p_backward_arguments(gC, X, S, U, Y, eps, op);
   const int64_t m = X.size(-2), d = X.size(-1);
-  const bool rows = generic::o2p_uses_gram_of_rows(X);
+  const bool rows = generic::o2p_rows_path(X);
   const auto S64 = S.to(at::kDouble).contiguous();
   const auto U64 = U.to(at::kDouble);
   auto gX = at::empty(X.sizes(), X.options());

@@ -1,11 +1,11 @@
 // CPU kernels of matbp::projector_with_eig and matbp::projector_backward:
 // Pi_A = A A^+ for symmetric A (rank by a relative tolerance) and
 // gA = sym((I - Pi) sym(G) A^+ + A^+ sym(G) (I - Pi)), formed in the
-// eigenbasis of A. The code is device-generic (generic/eigen_ops.h).
+// eigenbasis of A. The code is device-generic (generic/projector.h).
 
 #include <torch/library.h>
 
-#include "../generic/eigen_ops.h"
+#include "../generic/projector.h"
 #include "cpu_backend.h"
 
 namespace matbp::ops::cpu {

@@ -1,6 +1,6 @@
 // CPU kernels of matbp::svd (LAPACK dgesdd, thin) and matbp::svd_backward
 // (the general thin-SVD adjoint of Prop. 1, m != n allowed; device-generic,
-// generic/eigen_ops.h).
+// generic/svd.h).
 
 #include <ATen/ATen.h>
 #include <torch/library.h>
@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "../checks.h"
-#include "../generic/eigen_ops.h"
+#include "../generic/svd.h"
 #include "batch_loops.h"
 #include "cpu_backend.h"
 #include "lapack.h"
@@ -80,10 +80,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> svd_cpu(const at::Tensor& X) {
               V.data_ptr<scalar_t>(), batch, static_cast<int>(m), static_cast<int>(n), ws,
               nonfinite, failed);
   });
-  TORCH_CHECK(!nonfinite.any(), op, ": argument 'X' contains NaN or Inf (matrix ",
-              nonfinite.index(), " of the flattened batch)");
-  TORCH_CHECK(!failed.any(), op, ": LAPACK dgesdd failed to converge on matrix ",
-              failed.index(), " of the flattened batch");
+  raise_first_failure(nonfinite, failed, op, "X", "LAPACK dgesdd");
   return {U, S, V};
 }
 

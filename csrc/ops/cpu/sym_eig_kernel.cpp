@@ -1,5 +1,5 @@
 // CPU kernels of matbp::sym_eig and matbp::sym_eig_backward (device-generic,
-// generic/eigen_ops.h).
+// generic/sym_eig.h).
 
 #include "sym_eig_kernel.h"
 
@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "../checks.h"
-#include "../generic/eigen_ops.h"
+#include "../generic/sym_eig.h"
 #include "batch_loops.h"
 #include "cpu_backend.h"
 #include "lapack.h"
@@ -87,10 +87,7 @@ std::tuple<at::Tensor, at::Tensor> sym_eig_lapack(const at::Tensor& A, at::Scala
     sym_eig_batch(Ac.data_ptr<float>(), L.data_ptr<float>(), V.data_ptr<float>(), batch, n, ws,
                   nonfinite, failed);
   }
-  TORCH_CHECK(!nonfinite.any(), op, ": argument '", arg, "' contains NaN or Inf (matrix ",
-              nonfinite.index(), " of the flattened batch)");
-  TORCH_CHECK(!failed.any(), op, ": LAPACK dsyevd failed to converge on matrix ",
-              failed.index(), " of the flattened batch");
+  raise_first_failure(nonfinite, failed, op, arg, "LAPACK dsyevd");
   return {L, V};
 }
 

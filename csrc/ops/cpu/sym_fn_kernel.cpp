@@ -1,11 +1,11 @@
 // CPU kernels of matbp::sym_fn_with_eig and matbp::sym_fn_backward:
 // f(A) = V f(L) V^T and its Daleckii–Krein backward
 // gA = V (F1 o V^T sym(gF) V) V^T, F1 the first divided differences of f.
-// The code is device-generic (generic/eigen_ops.h); LAPACK decomposes.
+// The code is device-generic (generic/sym_fn.h); LAPACK decomposes.
 
 #include <torch/library.h>
 
-#include "../generic/eigen_ops.h"
+#include "../generic/sym_fn.h"
 #include "cpu_backend.h"
 
 namespace matbp::ops::cpu {

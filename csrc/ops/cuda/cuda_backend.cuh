@@ -9,7 +9,10 @@
 #include <c10/cuda/CUDAGuard.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
+#include <tuple>
+#include <utility>
 
 #include "../generic/backend.h"
 #include "cusolver.h"
@@ -75,6 +78,25 @@ inline c10::cuda::CUDAGuard guard_device_of(const at::Tensor& t, const char* op,
   TORCH_CHECK(t.is_cuda(), op, ": argument '", arg, "' must be a CUDA tensor here, got ",
               t.device());
   return c10::cuda::CUDAGuard(t.device());
+}
+
+// The CUDA kernel of a device-generic op: `generic` (instantiated over
+// CudaBackend) run under a guard on the device of its argument number
+// `kArg`, which must be a CUDA tensor (named kArgName, op kOp, in the
+// message otherwise). Registered as on_device_of<&generic::f<CudaBackend>,
+// kArg, kOp, kArgName>().
+template <auto Generic, std::size_t kArg, const char* kOp, const char* kArgName, typename R,
+          typename... Args>
+constexpr auto on_device_of_signature(R (*)(Args...)) {
+  return +[](Args... args) -> R {
+    auto guard = guard_device_of(std::get<kArg>(std::forward_as_tuple(args...)), kOp, kArgName);
+    return Generic(std::forward<Args>(args)...);
+  };
+}
+
+template <auto Generic, std::size_t kArg, const char* kOp, const char* kArgName>
+constexpr auto on_device_of() {
+  return on_device_of_signature<Generic, kArg, kOp, kArgName>(Generic);
 }
 
 }  // namespace matbp::ops::cuda

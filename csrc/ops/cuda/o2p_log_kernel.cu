@@ -10,23 +10,16 @@
 namespace matbp::ops::cuda {
 namespace {
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> o2p_log_with_eig_cuda(
-    const at::Tensor& X, double eps) {
-  auto guard = guard_device_of(X, "matbp.o2p_log", "X");
-  return generic::o2p_log_with_eig<CudaBackend>(X, eps);
-}
-
-at::Tensor o2p_log_backward_cuda(const at::Tensor& gC, const at::Tensor& X, const at::Tensor& S,
-                                 const at::Tensor& U, const at::Tensor& Y, double eps) {
-  auto guard = guard_device_of(X, "matbp.o2p_log_backward", "X");
-  return generic::o2p_log_backward<CudaBackend>(gC, X, S, U, Y, eps);
-}
+constexpr char kO2pLog[] = "matbp.o2p_log";
+constexpr char kO2pLogBackward[] = "matbp.o2p_log_backward";
+constexpr char kX[] = "X";
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(matbp, CUDA, m) {
-  m.impl("o2p_log_with_eig", &o2p_log_with_eig_cuda);
-  m.impl("o2p_log_backward", &o2p_log_backward_cuda);
+  m.impl("o2p_log_with_eig", on_device_of<&generic::o2p_log_with_eig<CudaBackend>, 0, kO2pLog, kX>());
+  m.impl("o2p_log_backward",
+         on_device_of<&generic::o2p_log_backward<CudaBackend>, 1, kO2pLogBackward, kX>());
 }
 
 }  // namespace matbp::ops::cuda

@@ -1,31 +1,26 @@
 // CUDA kernels of matbp::projector_with_eig and matbp::projector_backward
-// (device-generic, generic/eigen_ops.h; cuSOLVER decomposes).
+// (device-generic, generic/projector.h; cuSOLVER decomposes).
 
 #include <torch/library.h>
 
-#include "../generic/eigen_ops.h"
+#include "../generic/projector.h"
 #include "cuda_backend.cuh"
 
 namespace matbp::ops::cuda {
 namespace {
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> projector_with_eig_cuda(
-    const at::Tensor& A, std::optional<double> rtol) {
-  auto guard = guard_device_of(A, "matbp.projector", "A");
-  return generic::projector_with_eig<CudaBackend>(A, rtol);
-}
-
-at::Tensor projector_backward_cuda(const at::Tensor& gP, const at::Tensor& L, const at::Tensor& V,
-                                   std::optional<double> rtol) {
-  auto guard = guard_device_of(V, "matbp.projector_backward", "V");
-  return generic::projector_backward<CudaBackend>(gP, L, V, rtol);
-}
+constexpr char kProjector[] = "matbp.projector";
+constexpr char kProjectorBackward[] = "matbp.projector_backward";
+constexpr char kA[] = "A";
+constexpr char kV[] = "V";
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(matbp, CUDA, m) {
-  m.impl("projector_with_eig", &projector_with_eig_cuda);
-  m.impl("projector_backward", &projector_backward_cuda);
+  m.impl("projector_with_eig",
+         on_device_of<&generic::projector_with_eig<CudaBackend>, 0, kProjector, kA>());
+  m.impl("projector_backward",
+         on_device_of<&generic::projector_backward<CudaBackend>, 2, kProjectorBackward, kV>());
 }
 
 }  // namespace matbp::ops::cuda

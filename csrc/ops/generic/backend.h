@@ -30,6 +30,7 @@
 #include <string>
 
 #include "../checks.h"
+#include "../sync_checks.h"
 
 namespace matbp::ops {
 
@@ -69,6 +70,27 @@ void report_failures(const at::Tensor& ok, bool raise, std::initializer_list<at:
     TORCH_INTERNAL_ASSERT(t.is_contiguous());
     t.view({ok.numel(), -1}).masked_fill_(bad, std::numeric_limits<double>::quiet_NaN());
   }
+}
+
+// The per-matrix failure messages, one wording for every op and backend.
+inline std::string nonfinite_matrix_message(const char* op, const char* arg, int64_t b) {
+  return std::string(op) + ": argument '" + arg + "' contains NaN or Inf (matrix " +
+         std::to_string(b) + " of the flattened batch)";
+}
+inline std::string not_converged_message(const char* op, const char* solver, int64_t b) {
+  return std::string(op) + ": " + solver + " failed to converge on matrix " + std::to_string(b) +
+         " of the flattened batch";
+}
+
+// A decomposition's two per-matrix flags, reported as report_failures does:
+// NaN/Inf in the argument `arg` first, then non-convergence of `solver`.
+inline void report_decomposition_failures(const at::Tensor& finite, const at::Tensor& converged,
+                                          bool raise, std::initializer_list<at::Tensor> outputs,
+                                          const char* op, const char* arg, const char* solver) {
+  report_failures(finite, raise, outputs,
+                  [&](int64_t b) { return nonfinite_matrix_message(op, arg, b); });
+  report_failures(converged, raise, outputs,
+                  [&](int64_t b) { return not_converged_message(op, solver, b); });
 }
 
 // "[v0, v1, ...]" of a small tensor, for messages that quote eigenvalues.

@@ -317,10 +317,8 @@ ncut_projector_distance_with_basis(const at::Tensor& Y, const at::Tensor& weight
     return std::string(op) + ": the affinity W = Y Lambda Y^T of matrix " + std::to_string(b) +
            " of the flattened batch overflows float64; scale the features down";
   });
-  report_failures(eig.converged, /*raise=*/true, {J, Q, P0, mu_pinv}, [&](int64_t b) {
-    return std::string(op) + ": the eigensolver failed to converge on matrix " +
-           std::to_string(b) + " of the flattened batch";
-  });
+  report_failures(eig.converged, /*raise=*/true, {J, Q, P0, mu_pinv},
+                  [&](int64_t b) { return not_converged_message(op, "the eigensolver", b); });
 
   const auto batch_shape = Y.sizes().slice(0, Y.dim() - 2);
   return {J.reshape(batch_shape).to(Y.scalar_type()),

@@ -6,11 +6,11 @@
 // registers its own per-matrix pipelines (cpu/o2p_log_kernel.cpp, cache-
 // resident, LAPACK per matrix); the mathematics, the path choice, the saved
 // tensors and the small-eigenvalue refinement are the same:
-// - m < d, the m x m path: X X^T = U diag(s) U^T, Y = U^T X, h(s) = log1p(s/eps)/s,
+// - m < d, the rows path: X X^T = U diag(s) U^T, Y = U^T X, h(s) = log1p(s/eps)/s,
 //   C = log(eps) I + Y^T diag(h) Y;
 //   gX = U [2 diag(h) Y G + (2 h[s_i, s_j] o Y G Y^T) Y], G = sym(gC).
-// - m >= d, the d x d path: X^T X = W diag(s) W^T, C = W log(eps + s) W^T,
-//   gX = 2 X W (log[eps + s_i, eps + s_j] o W^T G W) W^T.
+// - m >= d, the cols path: X^T X = U diag(s) U^T, C = U log(eps + s) U^T,
+//   gX = 2 X U (log[eps + s_i, eps + s_j] o U^T G U) U^T.
 // Gram eigenvalues below sqrt(eps_mach) max s are replaced by their Rayleigh
 // quotients from X (||X^T u||^2 = ||row of Y||^2, or ||X w||^2), accurate
 // where the Gram matrix's rounding is not.
@@ -27,7 +27,7 @@
 
 namespace matbp::ops::generic {
 
-inline bool o2p_uses_gram_of_rows(const at::Tensor& X) { return X.size(-2) < X.size(-1); }
+inline bool o2p_rows_path(const at::Tensor& X) { return X.size(-2) < X.size(-1); }
 
 inline void check_o2p_arguments(const at::Tensor& X, double eps, const char* op) {
   check_float_matrix(X, op, "X", /*square=*/false);
@@ -44,26 +44,26 @@ inline void check_o2p_backward_arguments(const at::Tensor& gC, const at::Tensor&
                                          const at::Tensor& Y, double eps, const char* op) {
   check_o2p_arguments(X, eps, op);
   const int64_t m = X.size(-2), d = X.size(-1), k = std::min(m, d);
-  const bool rows = o2p_uses_gram_of_rows(X);
+  const bool rows = o2p_rows_path(X);
   check_fits(gC, op, "gC", with_trailing(X, {d, d}), X, "X");
   check_fits(S, op, "S", with_trailing(X, {k}), X, "X");
   check_fits(U, op, "U", with_trailing(X, {k, k}), X, "X");
   check_fits(Y, op, "Y", with_trailing(X, {rows ? m : 0, d}), X, "X");
 }
 
-// h(s_i) (m x m path) or log(eps + s_i) (d x d path) of clamped Gram
+// h(s_i) (rows path) or log(eps + s_i) (cols path) of clamped Gram
 // eigenvalues, in place of nothing: s is read, out written.
 struct O2pGramValues {
   const double* s;
   double* out;
   double eps;
-  bool gram_of_rows;
+  bool rows_path;
   MATBP_HOST_DEVICE void operator()(int64_t idx) const {
-    out[idx] = gram_of_rows ? math::o2p_h(s[idx], eps) : math::o2p_log_eigenvalue(s[idx], eps);
+    out[idx] = rows_path ? math::o2p_h(s[idx], eps) : math::o2p_log_eigenvalue(s[idx], eps);
   }
 };
 
-// In place on M = Y sym(G) Y^T (m x m path): 2 h[s_i, s_j] o sym(M).
+// In place on M = Y sym(G) Y^T (rows path): 2 h[s_i, s_j] o sym(M).
 struct O2pRowsInner {
   double* m;
   const double* s;
@@ -89,7 +89,7 @@ struct O2pRowsInner {
   }
 };
 
-// In place on M = W^T sym(G) W (d x d path): 2 log[eps + s_i, eps + s_j] o sym(M).
+// In place on M = U^T sym(G) U (cols path): 2 log[eps + s_i, eps + s_j] o sym(M).
 struct O2pColsInner {
   double* m;
   const double* s;
@@ -112,18 +112,29 @@ struct O2pColsInner {
   }
 };
 
-// Rayleigh-quotient refinement of the small Gram eigenvalues (see above),
-// then those below the numerical rank set to 0 (math::o2p_gram_zero_cutoff),
-// which also clamps round-off negatives. s (B, k) ascending; quotients (B, k).
-inline at::Tensor refine_gram_eigenvalues(const at::Tensor& s, const at::Tensor& quotients,
-                                          int64_t m, int64_t d) {
-  const int64_t k = s.size(-1);
-  if (k == 0) return s;
-  const auto s_max = s.select(-1, k - 1).abs().unsqueeze(-1);
-  const auto refined =
-      at::where(s <= s_max * std::sqrt(math::machine_epsilon<double>()), quotients, s);
-  const auto zero = math::o2p_gram_zero_cutoff(1.0, m, d);
-  return at::where(refined <= s_max * zero, at::zeros_like(refined), refined).contiguous();
+// math::o2p_refined_gram_eigenvalue of every Gram eigenvalue: s (B, k)
+// ascending, its Rayleigh quotients (B, k), out (B, k).
+struct O2pRefineGram {
+  const double* s;
+  const double* quotients;
+  double* out;
+  int64_t k, m, d;
+  MATBP_HOST_DEVICE void operator()(int64_t idx) const {
+    const double s_max = math::abs(s[(idx / k) * k + k - 1]);
+    const double* q = quotients + idx;
+    out[idx] = math::o2p_refined_gram_eigenvalue(s[idx], s_max, m, d, [q] { return *q; });
+  }
+};
+
+template <typename Backend>
+at::Tensor refine_gram_eigenvalues(const at::Tensor& s, const at::Tensor& quotients, int64_t m,
+                                   int64_t d) {
+  const auto sc = s.contiguous(), qc = quotients.contiguous();
+  auto out = at::empty_like(sc);
+  if (sc.numel() == 0) return out;
+  Backend::for_each(sc.numel(), O2pRefineGram{sc.data_ptr<double>(), qc.data_ptr<double>(),
+                                              out.data_ptr<double>(), sc.size(-1), m, d});
+  return out;
 }
 
 inline at::Tensor symmetric_part(const at::Tensor& G) { return (G + G.mT()).mul_(0.5); }
@@ -134,7 +145,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> o2p_log_with_eig(cons
   constexpr const char* op = "matbp.o2p_log";
   check_o2p_arguments(X, eps, op);
   const int64_t m = X.size(-2), d = X.size(-1), batch = batch_count(X);
-  const bool rows = o2p_uses_gram_of_rows(X);
+  const bool rows = o2p_rows_path(X);
   const int64_t k = rows ? m : d;
   const auto opts = X.options().dtype(at::kDouble);
   const auto X64 = X.to(at::kDouble).reshape({batch, m, d});
@@ -147,16 +158,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> o2p_log_with_eig(cons
   const auto finite = at::isfinite(X64).reshape({batch, m * d}).all(1);
   const auto gram = rows ? at::matmul(X64, X64.mT()) : at::matmul(X64.mT(), X64);
   EigenResult eig = Backend::sym_eig64(gram, op, rows ? "X X^T" : "X^T X");
-  const auto& V = eig.V;  // U (m x m path) or W
+  const auto& V = eig.V;  // U, the Gram eigenvectors of either path
   at::Tensor Y, s;
   if (rows) {
     Y = at::matmul(V.mT(), X64);
-    s = refine_gram_eigenvalues(eig.L, Y.square().sum(-1), m, d);
+    s = refine_gram_eigenvalues<Backend>(eig.L, Y.square().sum(-1), m, d);
     // Rows of Y along numerically null directions are noise: zero, as s is.
     Y = (Y * (s > 0).unsqueeze(-1)).contiguous();
   } else {
     Y = at::zeros({batch, 0, d}, opts);
-    s = refine_gram_eigenvalues(eig.L, at::matmul(X64, V).square().sum(-2), m, d);
+    s = refine_gram_eigenvalues<Backend>(eig.L, at::matmul(X64, V).square().sum(-2), m, d);
   }
   auto values = at::empty_like(s);
   Backend::for_each(batch * k, O2pGramValues{s.data_ptr<double>(), values.data_ptr<double>(), eps,
@@ -173,10 +184,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> o2p_log_with_eig(cons
   auto V_out = V.contiguous();
   const bool raise = raises_on_failure<Backend>();
   const std::initializer_list<at::Tensor> outputs = {C, s, V_out, Y};
-  report_failures(finite, raise, outputs, [&](int64_t b) {
-    return std::string(op) + ": argument 'X' contains NaN or Inf (matrix " + std::to_string(b) +
-           " of the flattened batch)";
-  });
+  report_failures(finite, raise, outputs,
+                  [&](int64_t b) { return nonfinite_matrix_message(op, "X", b); });
   const auto gram_ok = eig.finite.defined() && eig.converged.defined()
                            ? eig.finite.logical_and(eig.converged).logical_or(finite.logical_not())
                            : at::Tensor();
@@ -194,7 +203,7 @@ at::Tensor o2p_log_backward(const at::Tensor& gC, const at::Tensor& X, const at:
   constexpr const char* op = "matbp.o2p_log_backward";
   check_o2p_backward_arguments(gC, X, S, U, Y, eps, op);
   const int64_t m = X.size(-2), d = X.size(-1), k = std::min(m, d), batch = batch_count(X);
-  const bool rows = o2p_uses_gram_of_rows(X);
+  const bool rows = o2p_rows_path(X);
   if (batch == 0 || m == 0 || d == 0) return at::zeros(X.sizes(), X.options());
   const auto G = symmetric_part(gC.to(at::kDouble).reshape({batch, d, d}));
   const auto s = S.to(at::kDouble).reshape({batch, k}).contiguous();

@@ -1,0 +1,70 @@
+#pragma once
+
+// The backward shared by the ops whose result is a function of A's
+// eigendecomposition A = V diag(L) V^T (sym_fn, projector; docs/design.md §4):
+// gA = V (K o sym(V^T gF V)) V^T for a symmetric weight K of divided
+// differences, the tie tolerance, and the checks of the saved L and V.
+// Everything is float64 inside.
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "../../math/adjoint_weights.h"
+#include "../checks.h"
+#include "backend.h"
+
+namespace matbp::ops::generic {
+
+// Tie tolerance of matrix b from its ascending eigenvalues l (n of them): the
+// largest magnitude is at one end.
+MATBP_HOST_DEVICE inline double eig_tie_tolerance(const double* l, int64_t n) {
+  return math::tie_tolerance(math::fmax(math::abs(l[0]), math::abs(l[n - 1])), n);
+}
+
+// In place on M = V^T gF V: K o sym(M) for a symmetric weight K_ij = w(b, i, j).
+template <typename Weight>
+struct WeightedSymmetricPart {
+  double* m;
+  int64_t n;
+  Weight weight;
+  MATBP_HOST_DEVICE void operator()(int64_t b, int64_t i, int64_t j) const {
+    double* mb = m + b * n * n;
+    // A zero entry stays zero even where the weight overflows (1/lambda at a
+    // subnormal eigenvalue): Inf * 0 would poison the whole matrix with NaN.
+    if (i == j) {
+      if (mb[i * n + i] != 0.0) mb[i * n + i] *= weight(b, i, i);
+      return;
+    }
+    const double sum = mb[i * n + j] + mb[j * n + i];
+    const double e = sum == 0.0 ? 0.0 : weight(b, i, j) * 0.5 * sum;
+    mb[i * n + j] = e;
+    mb[j * n + i] = e;
+  }
+};
+
+// gA = V (K o sym(V^T gF V)) V^T, K symmetric.
+template <typename Backend, typename Weight>
+at::Tensor eigenbasis_backward(const at::Tensor& gF64, const at::Tensor& V64, const Weight& weight) {
+  const auto Vt = V64.mT();
+  auto inner = at::matmul(at::matmul(Vt, gF64), V64).contiguous();
+  const int64_t n = V64.size(-1);
+  Backend::for_each_pair(batch_count(inner), n,
+                         WeightedSymmetricPart<Weight>{inner.data_ptr<double>(), n, weight});
+  return at::matmul(at::matmul(V64, inner), Vt);
+}
+
+// The backward of the ops whose saved tensors are a float64 eigendecomposition
+// L (*, n), V (*, n, n) of A: the incoming gradient g (*, n, n) and L fit V.
+inline void check_eigenbasis_backward_arguments(const at::Tensor& g, const char* g_name,
+                                                const at::Tensor& L, const at::Tensor& V,
+                                                const char* op) {
+  check_float_matrix(V, op, "V", /*square=*/true);
+  check_fits(L, op, "L", with_trailing(V, {V.size(-1)}), V, "V");
+  check_fits(g, op, g_name, V.sizes(), V, "V");
+}
+
+}  // namespace matbp::ops::generic
