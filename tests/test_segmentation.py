@@ -1,13 +1,14 @@
-"""Normalized-cuts inference (matbp.ncut), covering (matbp.metrics) and the
+"""Normalized-cuts inference (matbp.segmentation), covering (matbp.metrics) and the
 BSDS300 readers (matbp.data)."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
 import torch
 
-from matbp import data, metrics, ncut
+from matbp import data, metrics, segmentation
 
 # --------------------------------------------------------------------------
 # covering
@@ -73,7 +74,7 @@ def test_image_and_dataset_covering():
     # covering(one, gt) = 2·(1/2)² = 0.5 for both; covering(gt_a, gt_b) = 0.5
     np.testing.assert_allclose(r["table"], [[0.5, 0.5], [1.0, 0.5], [0.5, 1.0]])
     assert r["average"] == pytest.approx(0.75)
-    assert r["average_index"] == 1 and r["index"] == 1  # first on ties
+    assert r["average_index"] == 1 and "index" not in r  # first on ties
     assert r["best"] == pytest.approx(1.0)
     assert (r["best_index"], r["best_ground_truth"]) == (1, 0)
 
@@ -238,7 +239,7 @@ def test_leading_eigenvectors_match_dense():
     X = torch.rand(m, d, generator=g, dtype=torch.float64)
     A = torch.rand(d, d, generator=g, dtype=torch.float64)
     for Lam in (None, A @ A.T + 0.1 * torch.eye(d, dtype=torch.float64)):
-        mu, V = ncut.leading_eigenvectors(X, k, Lambda=Lam)
+        mu, V = segmentation.leading_eigenvectors(X, k, Lambda=Lam)
         assert mu.dtype == torch.float64 and V.shape == (m, k) and mu.shape == (k,)
         M = _dense_M(X, torch.eye(d, dtype=torch.float64) if Lam is None else Lam)
         ev, U = torch.linalg.eigh(M)
@@ -249,7 +250,7 @@ def test_leading_eigenvectors_match_dense():
         torch.testing.assert_close(M @ V, V * mu, rtol=0, atol=1e-10)
         torch.testing.assert_close(V @ V.T, U @ U.T, rtol=0, atol=1e-8)  # same subspace
     # k is clamped to the rank bound min(m, d)
-    mu, V = ncut.leading_eigenvectors(X, 50)
+    mu, V = segmentation.leading_eigenvectors(X, 50)
     assert mu.shape == (d,) and V.shape == (m, d)
 
 
@@ -258,8 +259,8 @@ def test_kmeans_deterministic_and_correct():
     centers = torch.tensor([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0]], dtype=torch.float64)
     truth = torch.arange(3).repeat_interleave(30)
     pts = centers[truth] + 0.3 * torch.randn(90, 2, generator=g, dtype=torch.float64)
-    l1, c1 = ncut.kmeans(pts, 3, seed=5)
-    l2, c2 = ncut.kmeans(pts, 3, seed=5)
+    l1, c1 = segmentation.kmeans(pts, 3, seed=5)
+    l2, c2 = segmentation.kmeans(pts, 3, seed=5)
     assert torch.equal(l1, l2) and torch.equal(c1, c2)
     assert l1.dtype == torch.int64 and l1.shape == (90,) and c1.shape == (3, 2)
     assert metrics.covering(l1, truth) == pytest.approx(1.0)
@@ -267,10 +268,55 @@ def test_kmeans_deterministic_and_correct():
     for j in range(3):
         torch.testing.assert_close(c1[j], pts[l1 == j].mean(0))
     # more clusters than distinct points: no crash, clamped to n
-    labels, C = ncut.kmeans(torch.zeros(4, 2), 6, seed=0)
+    labels, C = segmentation.kmeans(torch.zeros(4, 2), 6, seed=0)
     assert labels.shape == (4,) and C.shape == (4, 2)
-    with pytest.raises(ValueError, match="matbp.ncut.kmeans"):
-        ncut.kmeans(torch.tensor([[float("nan"), 0.0]]), 1)
+    with pytest.raises(ValueError, match="matbp.segmentation.kmeans"):
+        segmentation.kmeans(torch.tensor([[float("nan"), 0.0]]), 1)
+
+
+def test_kmeans_contract():
+    """Determinism per seed, best-of-n_init, quiet empty clusters, labels in [0, k)."""
+    g = torch.Generator().manual_seed(4)
+    pts = torch.randn(200, 3, generator=g, dtype=torch.float64)  # no clear clusters: restarts matter
+    runs = {seed: segmentation.kmeans(pts, 5, seed=seed) for seed in (0, 1, 2)}
+    for seed, (labels, C) in runs.items():
+        again = segmentation.kmeans(pts.numpy(), 5, seed=seed)  # arrays are accepted too
+        assert torch.equal(labels, again[0]) and torch.equal(C, again[1])
+        assert labels.dtype == torch.int64 and C.dtype == torch.float64 and C.shape == (5, 3)
+        assert int(labels.min()) >= 0 and int(labels.max()) < 5
+
+    def inertia(labels, C):
+        return float(((pts - C[labels]) ** 2).sum())
+
+    # the first of n_init restarts is the n_init=1 run, so the best is no worse
+    one = inertia(*segmentation.kmeans(pts, 5, seed=0))
+    best = inertia(*segmentation.kmeans(pts, 5, seed=0, n_init=4))
+    assert best <= one
+    # fewer distinct points than clusters: empty clusters, no warning, labels still in range
+    dup = torch.tensor([[0.0, 0.0], [1.0, 1.0]]).repeat(10, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        labels, C = segmentation.kmeans(dup, 5, seed=3, iters=7)
+    assert labels.shape == (20,) and C.shape == (5, 2)
+    assert int(labels.min()) >= 0 and int(labels.max()) < 5
+    assert metrics.covering(labels, (dup[:, 0] > 0.5).long()) == pytest.approx(1.0)
+    for bad in ({"iters": 0}, {"n_init": 0}):
+        with pytest.raises(ValueError, match="matbp.segmentation.kmeans: iters and n_init"):
+            segmentation.kmeans(pts, 2, **bad)
+
+
+def test_old_ncut_names_are_deprecated_aliases():
+    import matbp
+
+    for name in ("segment", "leading_eigenvectors", "kmeans"):
+        with pytest.warns(DeprecationWarning, match=f"matbp.ncut.{name} moved to matbp.segmentation.{name}"):
+            old = getattr(matbp.ncut, name)
+        assert old is getattr(segmentation, name)
+    with pytest.warns(DeprecationWarning, match="matbp.ncut.kmeans moved to matbp.segmentation.kmeans"):
+        from matbp.ncut import kmeans
+    assert kmeans is segmentation.kmeans
+    with pytest.raises(AttributeError):
+        matbp.ncut.normalized_affinity_factor  # deleted, not aliased
 
 
 def _synthetic_image(H=40, W=40, d=8, seed=0):
@@ -292,7 +338,7 @@ def _synthetic_image(H=40, W=40, d=8, seed=0):
 def test_segment_synthetic_end_to_end():
     H = W = 40
     X, gt = _synthetic_image(H, W)
-    segs = ncut.segment(X, (H, W), ks=(2, 3, 4, 5))
+    segs = segmentation.segment(X, (H, W), ks=(2, 3, 4, 5))
     assert len(segs) == 4
     for s in segs:
         assert isinstance(s, torch.Tensor) and s.dtype == torch.int64 and s.shape == (H, W)
@@ -302,10 +348,10 @@ def test_segment_synthetic_end_to_end():
     assert res["best"] > 0.9  # acceptance criterion
     assert res["table"][2, 0] == pytest.approx(1.0)  # k = 4 recovers the 4 regions
     # the clustering itself (no component splitting) finds the 4 regions at k = 4
-    (k4,) = ncut.segment(X, (H, W), ks=[4], split_components=False)
+    (k4,) = segmentation.segment(X, (H, W), ks=[4], split_components=False)
     assert int(k4.max()) == 3 and metrics.covering(k4, gt) > 0.9
     # deterministic given the seed
-    again = ncut.segment(X, (H, W), ks=(2, 3, 4, 5))
+    again = segmentation.segment(X, (H, W), ks=(2, 3, 4, 5))
     assert all(torch.equal(a, b) for a, b in zip(segs, again))
 
 
@@ -317,8 +363,8 @@ def test_segment_split_components():
     gt[8:11, 8:11] = 1
     means = torch.tensor([[1.0, 0.05, 0.05], [0.05, 1.0, 0.05]], dtype=torch.float64)
     X = means[torch.from_numpy(gt.ravel())]
-    (split,) = ncut.segment(X, (H, W), ks=[2])
-    (joined,) = ncut.segment(X, (H, W), ks=2, split_components=False)
+    (split,) = segmentation.segment(X, (H, W), ks=[2])
+    (joined,) = segmentation.segment(X, (H, W), ks=2, split_components=False)
     assert int(joined.max()) == 1 and int(split.max()) == 2
     assert metrics.covering(joined, gt) == pytest.approx(1.0)
     assert split[0, 0] == 0 and split[2, 2] == 1 and split[9, 9] == 2  # raster order
@@ -327,32 +373,32 @@ def test_segment_split_components():
 
 def test_segment_bad_input():
     X = torch.rand(30, 4, dtype=torch.float64) + 0.1
-    with pytest.raises(ValueError, match="matbp.ncut.segment.*30"):
-        ncut.segment(X, (5, 5))
-    with pytest.raises(ValueError, match="matbp.ncut.segment"):
-        ncut.segment(X, (30,))
+    with pytest.raises(ValueError, match="matbp.segmentation.segment.*30"):
+        segmentation.segment(X, (5, 5))
+    with pytest.raises(ValueError, match="matbp.segmentation.segment"):
+        segmentation.segment(X, (30,))
     Xz = X.clone()
     Xz[7] = 0.0
-    with pytest.raises(ValueError, match=r"matbp.ncut.segment.*degree.*pixel 7"):
-        ncut.segment(Xz, (5, 6))
+    with pytest.raises(ValueError, match=r"matbp.segmentation.segment.*degree.*pixel 7"):
+        segmentation.segment(Xz, (5, 6))
     Xn = X.clone()
     Xn[3, 1] = float("nan")
-    with pytest.raises(ValueError, match="matbp.ncut.segment.*non-finite"):
-        ncut.segment(Xn, (5, 6))
+    with pytest.raises(ValueError, match="matbp.segmentation.segment.*non-finite"):
+        segmentation.segment(Xn, (5, 6))
     Xi = X.clone()
     Xi[0, 0] = math.inf
-    with pytest.raises(ValueError, match="matbp.ncut.segment.*non-finite"):
-        ncut.segment(Xi, (5, 6))
-    with pytest.raises(ValueError, match="matbp.ncut.segment.*Lambda"):
-        ncut.segment(X, (5, 6), Lambda=torch.eye(3))
-    with pytest.raises(ValueError, match="matbp.ncut.segment.*symmetric"):
-        ncut.segment(X, (5, 6), Lambda=torch.triu(torch.ones(4, 4)))
-    with pytest.raises(ValueError, match="matbp.ncut.segment.*k must be >= 1"):
-        ncut.segment(X, (5, 6), ks=(0, 2))
-    with pytest.raises(ValueError, match="matbp.ncut.segment"):
-        ncut.segment(X.reshape(-1), (5, 24))
+    with pytest.raises(ValueError, match="matbp.segmentation.segment.*non-finite"):
+        segmentation.segment(Xi, (5, 6))
+    with pytest.raises(ValueError, match="matbp.segmentation.segment.*Lambda"):
+        segmentation.segment(X, (5, 6), Lambda=torch.eye(3))
+    with pytest.raises(ValueError, match="matbp.segmentation.segment.*symmetric"):
+        segmentation.segment(X, (5, 6), Lambda=torch.triu(torch.ones(4, 4)))
+    with pytest.raises(ValueError, match="matbp.segmentation.segment.*k must be >= 1"):
+        segmentation.segment(X, (5, 6), ks=(0, 2))
+    with pytest.raises(ValueError, match="matbp.segmentation.segment"):
+        segmentation.segment(X.reshape(-1), (5, 24))
     # a negative Λ gives negative degrees
-    with pytest.raises(ValueError, match="matbp.ncut.segment.*degree"):
-        ncut.segment(X, (5, 6), Lambda=-torch.eye(4))
-    with pytest.raises(ValueError, match="matbp.ncut.leading_eigenvectors"):
-        ncut.leading_eigenvectors(Xz, 2)
+    with pytest.raises(ValueError, match="matbp.segmentation.segment.*degree"):
+        segmentation.segment(X, (5, 6), Lambda=-torch.eye(4))
+    with pytest.raises(ValueError, match="matbp.segmentation.leading_eigenvectors"):
+        segmentation.leading_eigenvectors(Xz, 2)

@@ -9,9 +9,9 @@ import torch  # noqa: F401  (the extension links against torch's libraries)
 
 from . import _C  # noqa: F401  registers the operators
 from . import _ops  # noqa: F401  registers fake kernels and autograd
-from . import data, metrics, ncut, nn  # noqa: F401
+from . import data, metrics, ncut, nn, segmentation  # noqa: F401
 from ._ops import built_with_cuda, o2p_log, projector, set_sync_checks, svd, sym_eig, sym_fn, sync_checks
-from .objectives import ArgumentError, affinity_rank, ncut_degrees, ncut_j1, ncut_j2
+from .ncut import ArgumentError, affinity_rank, ncut_degrees, ncut_j1, ncut_j2
 
 __version__ = "0.1.0"
 
@@ -43,6 +43,7 @@ __all__ = [
     "built_with_cuda",
     "nn",
     "ncut",
+    "segmentation",
     "metrics",
     "data",
     "models",

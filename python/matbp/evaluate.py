@@ -3,7 +3,7 @@
 ``ncuts`` segments every image of a BSDS300-layout split by normalized cuts
 on a network's features (k = 2…9 clusters of the leading eigenvectors of
 W = X Λ Xᵀ, connected components split: the paper's 8 segmentations,
-:func:`matbp.ncut.segment`) and scores them against every human
+:func:`matbp.segmentation.segment`) and scores them against every human
 segmentation with the covering (:mod:`matbp.metrics`): best and average
 covering at the optimal image scale (OIS) and the optimal data-set scale
 (ODS). Features come from a trained DeepNCuts checkpoint, or with
@@ -62,7 +62,7 @@ def _load_model(args):
 @torch.no_grad()
 def segment_image(model, image: torch.Tensor, untrained: bool, ks, seed: int):
     """The candidate segmentations of one (3, H, W) image at full resolution."""
-    from .ncut import segment
+    from .segmentation import segment
 
     H, W = image.shape[-2:]
     if untrained:

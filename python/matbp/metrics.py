@@ -9,9 +9,10 @@ the region-size-weighted best intersection-over-union of every ground-truth
 region. It lies in (0, 1] and equals 1 exactly when S = G as partitions.
 
 BSDS provides several human segmentations per image and algorithms usually
-produce several candidate segmentations (for example, :func:`matbp.ncut.segment`
-gives one per number of clusters k). Following the paper (§6.2), these are
-combined at the optimal image scale (OIS):
+produce several candidate segmentations (for example,
+:func:`matbp.segmentation.segment` gives one per number of clusters k).
+Following the paper (§6.2), these are combined at the optimal image scale
+(OIS):
 
 * :func:`image_covering` — for one image, the "average" covering is the
   largest (over candidates) mean (over human segmentations) covering, the
@@ -135,7 +136,7 @@ def image_covering(candidates: Sequence, ground_truths: Sequence) -> Dict:
 
     Args:
         candidates: list of C ≥ 1 candidate (H, W) label maps of one image (e.g. the
-            k = 2..9 segmentations returned by :func:`matbp.ncut.segment`).
+            k = 2..9 segmentations returned by :func:`matbp.segmentation.segment`).
         ground_truths: list of G ≥ 1 human (H, W) label maps of the same image.
             Either list may also be an (N, H, W) array or tensor.
 
@@ -146,7 +147,7 @@ def image_covering(candidates: Sequence, ground_truths: Sequence) -> Dict:
         * ``"average"``: max_c mean_g table[c, g] — the average covering at the
           optimal image scale (OIS): the candidate with the best mean covering
           of the pool of human segmentations;
-        * ``"average_index"`` (also ``"index"``): the c attaining it (the first
+        * ``"average_index"``: the c attaining it (the first
           on ties);
         * ``"best"``: max_{c, g} table[c, g] — the best covering at OIS: the
           candidate and the human segmentation that agree best;
@@ -174,7 +175,6 @@ def image_covering(candidates: Sequence, ground_truths: Sequence) -> Dict:
         "table": table,
         "average": float(mean[avg_idx]),
         "average_index": avg_idx,
-        "index": avg_idx,
         "best": float(table[best_c, best_g]),
         "best_index": int(best_c),
         "best_ground_truth": int(best_g),

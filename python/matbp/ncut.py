@@ -1,421 +1,301 @@
-"""Normalized-cuts inference from low-rank affinities (paper §5–§6.2).
+"""The normalized-cuts alignment objectives J1 and J2 (paper §5, eqs. 17–23).
 
-The affinity between the ``m`` pixels of an image is the low-rank matrix
-``W = X Λ Xᵀ`` of the per-pixel features ``X`` (m × d, d ≪ m, Λ symmetric
-d × d, the identity by default). Segmenting an image (paper §6.2, design §4
-"Inference") means
+One name, ``ncut``, through every layer of this family: the operator
+``torch.ops.matbp.ncut_projector_distance`` (with ``_with_basis`` and
+``_backward``) lives in ``csrc/ops/generic/ncut.h``,
+``csrc/ops/cpu/ncut_kernel.cpp`` and ``csrc/ops/cuda/ncut_kernel.cu``; its
+Python front end is this module (``matbp.ncut_j1``, ``matbp.ncut_j2``,
+``matbp.ncut_degrees``, ``matbp.affinity_rank``; its fake kernel and
+autograd are in ``_ops.py``); it is tested in
+``tests/test_ncut.py`` and benchmarked in ``bench/bench_ncut.py``.
+Segmentation inference (spectral clustering of W) is :mod:`matbp.segmentation`.
 
-1. forming the normalized affinity ``M = D^{-1/2} W D^{-1/2}`` with the
-   degrees ``D = diag(W 1)``,
-2. taking its leading eigenvectors (the relaxed normalized-cuts solution),
-3. rounding them to a partition: row-normalising the eigenvectors and
-   clustering the rows with k-means (the spectral clustering of Ng, Jordan
-   and Weiss; a simple form of the rounding of Bach and Jordan), for several
-   numbers of clusters k (the paper makes 8 segmentations per image),
-4. splitting every cluster into its 4-connected components, each of which
-   becomes a segment.
+Both are distances between two orthogonal projectors on the m pixels of an
+image, W = X Λ Xᵀ being the affinity of m pixels with d features:
 
-Everything is computed in float64 and *no m × m matrix is ever formed*: the
-degrees are ``D = X (Λ (Xᵀ 1))`` and the eigenvectors come from a thin QR
-factorisation of ``Y = D^{-1/2} X`` plus a d × d (or m × m when m < d)
-eigenproblem, so the cost is O(m d² + d³) for the spectrum and O(m k² · iterations)
-for k-means.
+- J2 = ½‖Π_W − Π_Ψ‖²_F, Ψ = E (EᵀE)⁻¹ Eᵀ the projector onto the segment
+  indicators E of the ground truth;
+- J1 = ½‖Π_M − Π_Ω‖²_F, M = D^{-1/2} W D^{-1/2}, Ω = D^{1/2} E Eᵀ D^{1/2},
+  D = diag(W 1) the degrees.
 
-This module is pure Python (torch, numpy and scipy); it needs no compiled
-operator. The functions run on the device of ``features``; the label maps
-they return are CPU tensors.
+They share one operator, ``torch.ops.matbp.ncut_projector_distance(Y,
+weights, labels, Lambda, rtol)`` = ½‖Π_{Y Λ Yᵀ} − Π_w‖² with Π_w the projector
+onto the weighted segment indicators w ∘ e_k: J2 is (X, 1), J1 is
+(D^{-1/2} X, D^{1/2}) with D formed by differentiable torch ops. The operator
+never forms an m×m matrix: cost O(m d² + d³ + m k), so a full-resolution image
+(481 × 321 = 154 401 pixels) is one call.
+
+Both objectives are invariant to X → cX and Λ → cΛ (c > 0), so X (per image)
+and Λ (per matrix) are scaled by a power of two to a largest magnitude in
+[1, 2) before the operator: exact, and it keeps W and D in float64's range
+for features as small as 1e-160 or as large as 1e150.
+
+The arguments are validated here, with the names the caller used, before
+the operator sees them. Checks that need the data (NaN/Inf, label range,
+positive degrees, symmetric Λ) synchronise with the device and are skipped
+while torch.compile traces (the operator still rejects non-finite input).
 """
 
-from __future__ import annotations
+import numbers
+import warnings
+from typing import Optional, Tuple, Union
 
-import math
-from typing import Iterable, List, Optional, Sequence, Tuple, Union
-
-import numpy as np
 import torch
 from torch import Tensor
 
-from .objectives import check_lambda
+_lib = torch.ops.matbp
 
-__all__ = ["segment", "leading_eigenvectors", "kmeans", "normalized_affinity_factor"]
+_FLOATS = (torch.float32, torch.float64)
 
-_DEFAULT_KS = (2, 3, 4, 5, 6, 7, 8, 9)
+# Largest segment id the operator's remapping tables accept (2^40 − 1).
+_MAX_LABEL_ID = (1 << 40) - 1
 
-
-# --------------------------------------------------------------------------
-# validation helpers
-# --------------------------------------------------------------------------
-
-
-def _as_features(features, name: str) -> Tensor:
-    if not isinstance(features, Tensor):
-        try:
-            features = torch.as_tensor(np.asarray(features))
-        except Exception as exc:  # pragma: no cover - defensive
-            raise ValueError(f"{name}: features must be a 2-D tensor, got {type(features)!r}") from exc
-    if features.dim() != 2:
-        raise ValueError(
-            f"{name}: features must be a 2-D tensor (m pixels, d features), "
-            f"got shape {tuple(features.shape)}"
-        )
-    if features.is_complex():
-        raise ValueError(f"{name}: features must be real, got dtype {features.dtype}")
-    m, d = features.shape
-    if m == 0 or d == 0:
-        raise ValueError(f"{name}: features must be non-empty, got shape {tuple(features.shape)}")
-    X = features.detach().to(torch.float64)
-    if not bool(torch.isfinite(X).all()):
-        raise ValueError(f"{name}: features contain non-finite values (NaN or Inf)")
-    return X
+# Λ − Λᵀ may differ by rounding when Λ is formed as, e.g., A Aᵀ: at most a
+# few d·eps of max|Λ|. A Λ that is really non-symmetric is off by O(1).
+_SYMMETRY_RTOL = {torch.float64: 1e-10, torch.float32: 1e-4}
 
 
-def _as_lambda(Lambda, X: Tensor, name: str) -> Optional[Tensor]:
-    """Λ as a float64 symmetric (d, d) tensor on X's device; None means Λ = I."""
-    if Lambda is None:
+class ArgumentError(ValueError, RuntimeError):
+    """A bad argument to a normalized-cuts function.
+
+    A RuntimeError, as the operators raise for bad input (the documented
+    contract), and a ValueError, as the rest of the Python API raises.
+    """
+
+
+def check_rtol(rtol, op: str) -> Optional[float]:
+    """``rtol`` as a float (None stays None); raises unless a finite number >= 0."""
+    if rtol is None:
         return None
-    L = torch.as_tensor(Lambda).detach()
-    if L.is_complex():
-        raise ValueError(f"{name}: Lambda must be real, got dtype {L.dtype}")
-    # Keep float32 as given so that the symmetry tolerance is float32's, like the objectives'.
-    L = L.to(device=X.device, dtype=L.dtype if L.dtype == torch.float32 else torch.float64)
-    check_lambda(L, X, name, x_name="features")
-    L = L.to(torch.float64)
-    return 0.5 * (L + L.mT)
-
-
-def _apply_lambda(L: Optional[Tensor], v: Tensor) -> Tensor:
-    return v if L is None else L @ v
-
-
-def _degrees(X: Tensor, L: Optional[Tensor], name: str) -> Tensor:
-    """D = W 1 = X (Λ (Xᵀ 1)) without forming W; checks D > 0."""
-    ones = torch.ones(X.shape[0], 1, dtype=X.dtype, device=X.device)
-    deg = (X @ _apply_lambda(L, X.mT @ ones)).squeeze(1)
-    bad = ~(torch.isfinite(deg) & (deg > 0))
-    if bool(bad.any()):
-        n_bad = int(bad.sum())
-        first = int(bad.nonzero()[0, 0])
-        raise ValueError(
-            f"{name}: the affinity W = X Λ Xᵀ must have positive degrees D = W 1, but "
-            f"{n_bad} of {X.shape[0]} pixels have degree <= 0 or non-finite (first: pixel "
-            f"{first}, degree {float(deg[first])!r}); use nonnegative features with no "
-            "all-zero rows (and a Λ with nonnegative entries)"
+    if isinstance(rtol, bool) or not isinstance(rtol, numbers.Real):
+        raise TypeError(
+            f"{op}: argument 'rtol' must be None or a finite number >= 0, got {type(rtol).__name__}"
         )
-    return deg
+    if not 0 <= rtol < float("inf"):
+        raise ArgumentError(f"{op}: argument 'rtol' must be None or a finite number >= 0, got {rtol!r}")
+    return float(rtol)
 
 
-def normalized_affinity_factor(features, Lambda=None) -> Tuple[Tensor, Tensor]:
-    """Factor of the normalized affinity: returns ``(Y, D)`` in float64.
+def _check_features(X, op: str) -> None:
+    if not isinstance(X, Tensor):
+        raise TypeError(f"{op}: argument 'X' must be a tensor of features (*, m, d), got {type(X).__name__}")
+    if X.dtype not in _FLOATS:
+        raise ArgumentError(
+            f"{op}: argument 'X' must be float32 or float64 (half, bfloat16, integer and bool "
+            f"features are not supported: convert with .float()), got {X.dtype}"
+        )
+    if X.dim() < 2:
+        raise ArgumentError(
+            f"{op}: argument 'X' must have shape (*, m, d), got a {X.dim()}-dimensional tensor"
+        )
+    if X.shape[-2] == 0:
+        raise ArgumentError(
+            f"{op}: argument 'X' needs at least one pixel (m >= 1), got shape {tuple(X.shape)}"
+        )
 
-    With ``W = X Λ Xᵀ`` and ``D = W 1`` (the degrees, shape (m,)),
-    ``Y = D^{-1/2} X`` so that ``M = D^{-1/2} W D^{-1/2} = Y Λ Yᵀ``.
-    Raises ValueError (naming ``matbp.ncut.normalized_affinity_factor``) for
-    non-finite features, a bad Λ or a non-positive degree.
+
+def _largest_magnitude(X: Tensor, op: str) -> Tensor:
+    """max|X| per matrix (*, 1, 1); raises if X has NaN or Inf (which the
+    maximum propagates: one pass over X for both, the check skipped under
+    torch.compile)."""
+    amax = X.detach().abs().amax((-2, -1), keepdim=True)
+    if not torch.compiler.is_compiling() and not bool(torch.isfinite(amax).all()):
+        raise ArgumentError(f"{op}: argument 'X' contains NaN or Inf")
+    return amax
+
+
+def check_lambda(Lambda, X: Tensor, op: str, x_name: str = "X") -> None:
+    """Validate Λ for the features X (*, m, d), called ``x_name`` in messages.
+
+    Λ must be a float32/float64 tensor of shape (d, d) or (*, d, d), on X's
+    device, finite and symmetric: each matrix within a relative 1e-10
+    (float64) or 1e-4 (float32) of its largest entry. Λ is rejected rather
+    than symmetrised, which would silently change the affinity.
     """
-    name = "matbp.ncut.normalized_affinity_factor"
-    X = _as_features(features, name)
-    L = _as_lambda(Lambda, X, name)
-    deg = _degrees(X, L, name)
-    return X * deg.rsqrt().unsqueeze(1), deg
+    if not isinstance(Lambda, Tensor):
+        raise TypeError(
+            f"{op}: argument 'Lambda' must be a tensor (d, d) or (*, d, d), got {type(Lambda).__name__}"
+        )
+    if Lambda.dtype not in _FLOATS:
+        raise ArgumentError(f"{op}: argument 'Lambda' must be float32 or float64, got {Lambda.dtype}")
+    d, batch = X.shape[-1], tuple(X.shape[:-2])
+    if tuple(Lambda.shape) not in ((d, d), (*batch, d, d)):
+        raise ArgumentError(
+            f"{op}: argument 'Lambda' must have shape (d, d) or (*, d, d) = {(*batch, d, d)} to match "
+            f"'{x_name}' of shape {tuple(X.shape)}, got {tuple(Lambda.shape)}"
+        )
+    if Lambda.device != X.device:
+        raise ArgumentError(f"{op}: argument 'Lambda' is on {Lambda.device} but '{x_name}' is on {X.device}")
+    if torch.compiler.is_compiling() or Lambda.numel() == 0:
+        return
+    L = Lambda.detach()
+    if not bool(torch.isfinite(L).all()):
+        raise ArgumentError(f"{op}: argument 'Lambda' contains NaN or Inf")
+    rtol = _SYMMETRY_RTOL[L.dtype]
+    asym = (L - L.mT).abs().amax((-2, -1))
+    scale = L.abs().amax((-2, -1))
+    rel = (asym / scale.clamp_min(torch.finfo(L.dtype).tiny)).max().item()
+    if rel > rtol:
+        raise ArgumentError(
+            f"{op}: argument 'Lambda' must be symmetric, but max|Λ − Λᵀ| is {rel:.3g} of max|Λ| "
+            f"(tolerance {rtol:g} for {Lambda.dtype})"
+        )
 
 
-def _spectrum(X: Tensor, L: Optional[Tensor], name: str) -> Tuple[Tensor, Tensor]:
-    """All r = min(m, d) eigenpairs of M in range(Y), μ descending."""
-    deg = _degrees(X, L, name)
-    Y = X * deg.rsqrt().unsqueeze(1)
-    Q, R = torch.linalg.qr(Y, mode="reduced")  # Y = Q R, Q (m, r), R (r, d)
-    S = R @ _apply_lambda(L, R.mT)  # R Λ Rᵀ, (r, r)
-    S = 0.5 * (S + S.mT)
-    mu, Z = torch.linalg.eigh(S)  # ascending
-    mu = mu.flip(0)
-    Z = Z.flip(1)
-    return mu, Q @ Z
+def _check_labels(labels, X: Tensor, op: str) -> None:
+    if not isinstance(labels, Tensor):
+        raise TypeError(
+            f"{op}: argument 'labels' must be an integer tensor (*, m), got {type(labels).__name__}"
+        )
+    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+        raise ArgumentError(
+            f"{op}: argument 'labels' must be an integer tensor of segment ids, got {labels.dtype}"
+        )
+    if labels.shape != X.shape[:-1]:
+        raise ArgumentError(
+            f"{op}: argument 'labels' must have shape (*, m) = {tuple(X.shape[:-1])} to match 'X' of "
+            f"shape {tuple(X.shape)}, got {tuple(labels.shape)}"
+        )
+    if labels.device != X.device:
+        raise ArgumentError(f"{op}: argument 'labels' is on {labels.device} but 'X' is on {X.device}")
+    if torch.compiler.is_compiling() or labels.numel() == 0:
+        return
+    lo, hi = torch.stack(torch.aminmax(labels)).tolist()
+    if lo < 0 or hi > _MAX_LABEL_ID:
+        bad = lo if lo < 0 else hi
+        raise ArgumentError(f"{op}: argument 'labels' out of range: ids must be in [0, 2^40), got {bad}")
 
 
-def leading_eigenvectors(features, k: int, Lambda=None) -> Tuple[Tensor, Tensor]:
-    """Leading eigenpairs of the normalized affinity ``M = D^{-1/2} W D^{-1/2}``.
+def _check_arguments(op, X, labels, Lambda, rtol) -> Optional[float]:
+    _check_features(X, op)
+    if labels is not None:
+        _check_labels(labels, X, op)
+    if Lambda is not None:
+        check_lambda(Lambda, X, op)
+    return check_rtol(rtol, op)
+
+
+def _unit_scale(A: Tensor, amax: Optional[Tensor] = None) -> Tensor:
+    """A / c per matrix, c = 2^⌊log2 max|A|⌋ (1 where A is 0): exact, as c is
+    a power of two. ``amax`` is max|A| per matrix when already known."""
+    if A.shape[-1] == 0 or A.shape[-2] == 0:
+        return A
+    if amax is None:
+        amax = A.detach().abs().amax((-2, -1), keepdim=True)
+    mantissa, _ = torch.frexp(amax)  # amax = mantissa · 2^e, mantissa in [0.5, 1)
+    c = torch.where(amax > 0, amax / (2 * mantissa), torch.ones_like(amax))  # exact quotient 2^(e−1)
+    return A / c
+
+
+def _projector_distance(Y, weights, labels, Lambda, rtol, return_rank):
+    J, rank, *_ = _lib.ncut_projector_distance_with_basis(Y, weights, labels, Lambda, rtol)
+    return (J, rank) if return_rank else J
+
+
+def _degrees(X: Tensor, Lambda: Optional[Tensor]) -> Tensor:
+    s = X.sum(-2, keepdim=True).mT  # (*, d, 1)
+    if Lambda is not None:
+        s = Lambda.to(X.dtype) @ s
+    return (X @ s).squeeze(-1)
+
+
+def _ncut(objective: str, op: str, X, labels, Lambda, rtol, return_rank):
+    """J1 or J2 (``objective`` "j1"/"j2") with errors naming ``op``."""
+    rtol = _check_arguments(op, X, labels, Lambda, rtol)
+    Xs = _unit_scale(X, _largest_magnitude(X, op))
+    Ls = None if Lambda is None else _unit_scale(Lambda)
+    if objective == "j2":
+        weights = torch.ones(X.shape[:-1], dtype=torch.float64, device=X.device)
+        return _projector_distance(Xs, weights, labels, Ls, rtol, return_rank)
+    X64 = Xs.to(torch.float64)
+    D = _degrees(X64, Ls)
+    if not torch.compiler.is_compiling() and D.numel() and not bool((D > 0).all()):
+        raise ArgumentError(
+            f"{op}: the degrees D = X Λ Xᵀ 1 must be positive, but {int((D <= 0).sum())} of "
+            f"{D.numel()} are not (use non-negative features, and a Λ with non-negative entries)"
+        )
+    root = D.sqrt()
+    out = _projector_distance(X64 / root.unsqueeze(-1), root, labels, Ls, rtol, return_rank)
+    if return_rank:
+        return out[0].to(X.dtype), out[1]
+    return out.to(X.dtype)
+
+
+def ncut_j2(
+    X: Tensor,
+    labels: Tensor,
+    Lambda: Optional[Tensor] = None,
+    rtol: Optional[float] = None,
+    return_rank: bool = False,
+) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+    """J2 = ½‖Π_W − Π_Ψ‖²_F for W = X Λ Xᵀ (paper eqs. 20, 21).
 
     Args:
-        features: (m, d) real tensor X, the per-pixel features; W = X Λ Xᵀ.
-        k: number of eigenpairs wanted (≥ 1). M has rank r ≤ min(m, d), and
-            only eigenvectors in range(D^{-1/2} X) are computed, so k is
-            clamped to min(m, d).
-        Lambda: symmetric (d, d) tensor Λ; None means the identity.
+        X: (*, m, d) features of m ≥ 1 pixels, float32 or float64, finite.
+        labels: (*, m) integer ground-truth segment ids, >= 0; any ids (they
+            need not be contiguous; ids that do not occur are ignored).
+        Lambda: optional symmetric (d, d) or (*, d, d) float32/float64 metric
+            (Λ = I when None); it receives a gradient. A non-symmetric Λ is
+            rejected (see :func:`check_lambda`).
+        rtol: eigenvalues of W below rtol·max are zero (its numerical rank);
+            default max(m, d)·eps.
+        return_rank: also return the numerical rank of W, (*) int64 — the
+            paper monitors it during training (the rank lemma of §5).
 
     Returns:
-        ``(values, vectors)``: float64 tensors of shape (k,) and (m, k), the
-        k largest eigenvalues μ of M in descending order and orthonormal
-        eigenvectors (columns) of M for them. Signs (and the basis within a
-        repeated eigenvalue) are arbitrary.
-
-    Computation (never forming an m × m matrix): D = X (Λ (Xᵀ 1)),
-    Y = D^{-1/2} X, thin QR Y = Q R, eigendecomposition
-    R Λ Rᵀ = Z diag(μ) Zᵀ; then M = (Q Z) diag(μ) (Q Z)ᵀ, so the columns of
-    Q Z sorted by μ descending are the eigenvectors. With nonnegative W the
-    largest eigenvalue is 1, with eigenvector ∝ D^{1/2} 1. Cost O(m d² + d³).
+        J2, shape (*), the dtype of X (computed in float64).
 
     Raises:
-        ValueError (naming ``matbp.ncut.leading_eigenvectors``) for a
-        non-2-D or non-finite ``features``, a bad Λ, k < 1, or a pixel whose
-        degree is not positive.
+        :class:`ArgumentError` (a ValueError and a RuntimeError) naming
+        ``matbp.ncut_j2`` and the argument for a bad X, labels, Lambda or
+        rtol; TypeError for an argument that is not a tensor (or number).
     """
-    name = "matbp.ncut.leading_eigenvectors"
-    X = _as_features(features, name)
-    k = _as_k(k, name)
-    L = _as_lambda(Lambda, X, name)
-    mu, V = _spectrum(X, L, name)
-    k = min(k, mu.shape[0])
-    return mu[:k], V[:, :k]
+    return _ncut("j2", "matbp.ncut_j2", X, labels, Lambda, rtol, return_rank)
 
 
-def _as_k(k, name: str) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        if isinstance(k, Tensor) and k.numel() == 1 and not k.is_floating_point():
-            k = int(k)
-        else:
-            raise ValueError(f"{name}: k must be an integer, got {k!r}")
-    k = int(k)
-    if k < 1:
-        raise ValueError(f"{name}: k must be >= 1, got {k}")
-    return k
+def ncut_degrees(X: Tensor, Lambda: Optional[Tensor] = None) -> Tensor:
+    """D = W 1 = X Λ (Xᵀ 1), the degrees of the affinity W = X Λ Xᵀ, (*, m)."""
+    _check_arguments("matbp.ncut_degrees", X, None, Lambda, None)
+    _largest_magnitude(X, "matbp.ncut_degrees")
+    return _degrees(X, Lambda)
 
 
-# --------------------------------------------------------------------------
-# k-means
-# --------------------------------------------------------------------------
+def ncut_j1(
+    X: Tensor,
+    labels: Tensor,
+    Lambda: Optional[Tensor] = None,
+    rtol: Optional[float] = None,
+    return_rank: bool = False,
+) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+    """J1 = ½‖Π_M − Π_Ω‖²_F, M = D^{-1/2} W D^{-1/2} (paper eqs. 17, 18).
 
-
-def _kmeans_pp(X: Tensor, k: int, gen: torch.Generator) -> Tensor:
-    """Greedy k-means++ seeding (Arthur and Vassilvitskii 2007).
-
-    The first centre is a uniformly drawn point; each further centre is the
-    best (lowest resulting sum of squared distances) of ``2 + ⌊ln k⌋``
-    candidates drawn with probability proportional to the squared distance
-    to the nearest centre chosen so far (D² sampling).
+    Arguments as :func:`ncut_j2`. The degrees D = W 1 must be positive
+    (non-negative features, e.g. after a ReLU, give that); the gradient
+    flows through D too. With ``return_rank`` the rank is that of M.
+    Errors name ``matbp.ncut_j1``.
     """
-    n = X.shape[0]
-    trials = 2 + int(math.log(k)) if k > 1 else 1
-    first = int(torch.randint(n, (1,), generator=gen))
-    idx = [first]
-    d2 = ((X - X[first]) ** 2).sum(1)
-    for _ in range(1, k):
-        total = float(d2.sum())
-        if not total > 0.0:
-            # every point coincides with a centre: any point will do
-            cand = torch.randint(n, (1,), generator=gen)
-        else:
-            probs = (d2 / total).cpu()
-            cand = torch.multinomial(probs, trials, replacement=True, generator=gen)
-        cand = cand.to(X.device)
-        dc = torch.minimum(d2.unsqueeze(0), ((X.unsqueeze(0) - X[cand].unsqueeze(1)) ** 2).sum(2))
-        best = int(dc.sum(1).argmin())  # first on ties
-        idx.append(int(cand[best]))
-        d2 = dc[best]
-    return X[torch.tensor(idx, device=X.device)].clone()
+    return _ncut("j1", "matbp.ncut_j1", X, labels, Lambda, rtol, return_rank)
 
 
-def _assign(X: Tensor, xx: Tensor, C: Tensor) -> Tuple[Tensor, Tensor]:
-    """Nearest centre of every row of X, and the squared distance to it.
-
-    Uses ‖x − c‖² = ‖x‖² − 2 x·c + ‖c‖² with ``xx`` = ‖x‖² precomputed; the
-    argmin needs only the last two terms.
-    """
-    part = (C * C).sum(1).unsqueeze(0) - 2.0 * (X @ C.mT)
-    pmin, labels = part.min(1)
-    return labels, (pmin + xx).clamp_min_(0.0)
+def affinity_rank(X: Tensor, Lambda: Optional[Tensor] = None, rtol: Optional[float] = None) -> Tensor:
+    """Numerical rank of W = X Λ Xᵀ, (*) int64, by the tolerance of the objectives."""
+    _check_features(X, "matbp.affinity_rank")
+    labels = torch.zeros(X.shape[:-1], dtype=torch.int64, device=X.device)
+    with torch.no_grad():
+        return _ncut("j2", "matbp.affinity_rank", X, labels, Lambda, rtol, True)[1]
 
 
-def _lloyd(X: Tensor, C: Tensor, iters: int) -> Tuple[Tensor, Tensor, float, int]:
-    n, p = X.shape
-    k = C.shape[0]
-    xx = (X * X).sum(1)
-    prev = None
-    it = 0
-    labels, dmin = _assign(X, xx, C)
-    for it in range(1, iters + 1):
-        if prev is not None and torch.equal(labels, prev):
-            break
-        counts = torch.bincount(labels, minlength=k)
-        sums = torch.zeros(k, p, dtype=X.dtype, device=X.device).index_add_(0, labels, X)
-        C = sums / counts.clamp_min(1).unsqueeze(1).to(X.dtype)
-        empty = (counts == 0).nonzero().flatten().tolist()
-        if empty:
-            # re-seed every empty cluster at the point farthest from its centre
-            far = dmin.clone()
-            for j in empty:
-                i = int(far.argmax())
-                C[j] = X[i]
-                far[i] = -1.0
-        prev = labels
-        labels, dmin = _assign(X, xx, C)
-    return labels, C, float(dmin.sum()), it
+# Segmentation inference lived here as matbp.ncut.segment etc. until it moved
+# to matbp.segmentation; the old names still resolve, with a warning.
+_MOVED_TO_SEGMENTATION = ("segment", "leading_eigenvectors", "kmeans")
 
 
-def kmeans(points, k: int, seed: int = 0, iters: int = 100, n_init: int = 1) -> Tuple[Tensor, Tensor]:
-    """k-means clustering of the rows of ``points`` (k-means++ then Lloyd).
+def __getattr__(name):
+    if name in _MOVED_TO_SEGMENTATION:
+        from . import segmentation
 
-    Args:
-        points: (n, p) real tensor (or array) of n points in R^p.
-        k: number of clusters (≥ 1); clamped to n.
-        seed: seed of the private ``torch.Generator`` used for the (greedy)
-            k-means++ initialisation, so the result is a deterministic function of
-            (points, k, seed, iters, n_init) on a given device.
-        iters: maximum number of Lloyd iterations (assignment + centre update);
-            stops earlier when the assignment no longer changes.
-        n_init: number of independent k-means++ initialisations (drawn one
-            after the other from the same generator); the run with the
-            smallest within-cluster sum of squares is returned.
-
-    Returns:
-        ``(labels, centers)``: labels (n,) int64 with values in [0, k), each
-        point's nearest centre; centers (k, p) float64, the final centres.
-        A cluster that becomes empty during the iterations is re-seeded at the
-        point farthest from its current centre, so a cluster can only end
-        up empty when points coincide (e.g. fewer than k distinct points).
-
-    Computed in float64 on the device of ``points``.
-    """
-    name = "matbp.ncut.kmeans"
-    if not isinstance(points, Tensor):
-        points = torch.as_tensor(np.asarray(points))
-    if points.dim() != 2 or points.shape[0] == 0:
-        raise ValueError(f"{name}: points must be a non-empty 2-D (n, p) tensor, got shape {tuple(points.shape)}")
-    X = points.detach().to(torch.float64)
-    if not bool(torch.isfinite(X).all()):
-        raise ValueError(f"{name}: points contain non-finite values (NaN or Inf)")
-    k = min(_as_k(k, name), X.shape[0])
-    iters = int(iters)
-    n_init = int(n_init)
-    if iters < 1 or n_init < 1:
-        raise ValueError(f"{name}: iters and n_init must be >= 1, got {iters} and {n_init}")
-    gen = torch.Generator(device="cpu").manual_seed(int(seed))
-    best = None
-    for _ in range(n_init):
-        C0 = _kmeans_pp(X, k, gen)
-        labels, C, inertia, _ = _lloyd(X, C0, iters)
-        if best is None or inertia < best[2]:
-            best = (labels, C, inertia)
-    return best[0], best[1]
-
-
-# --------------------------------------------------------------------------
-# label-map utilities
-# --------------------------------------------------------------------------
-
-
-def _relabel_raster(lab: np.ndarray) -> np.ndarray:
-    """Contiguous ids 0..S-1 numbered by first appearance in raster order."""
-    flat = lab.ravel()
-    _, first, inv = np.unique(flat, return_index=True, return_inverse=True)
-    order = np.argsort(first, kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.shape[0])
-    return rank[inv.ravel()].reshape(lab.shape).astype(np.int64)
-
-
-def _split_components(lab: np.ndarray) -> np.ndarray:
-    """Every 4-connected component of every label becomes its own label."""
-    from scipy import ndimage
-
-    out = np.empty(lab.shape, dtype=np.int64)
-    offset = 0
-    for c in np.unique(lab):
-        comp, n = ndimage.label(lab == c)  # default structure: 4-connectivity in 2-D
-        mask = comp > 0
-        out[mask] = comp[mask] - 1 + offset
-        offset += n
-    return out
-
-
-def _as_image_shape(image_shape, m: int, name: str) -> Tuple[int, int]:
-    try:
-        shape = tuple(int(s) for s in image_shape)
-    except Exception as exc:
-        raise ValueError(f"{name}: image_shape must be a pair (H, W), got {image_shape!r}") from exc
-    if len(shape) != 2 or shape[0] < 1 or shape[1] < 1:
-        raise ValueError(f"{name}: image_shape must be a pair of positive ints (H, W), got {image_shape!r}")
-    if shape[0] * shape[1] != m:
-        raise ValueError(
-            f"{name}: image_shape {shape} has {shape[0] * shape[1]} pixels but features have m = {m} rows"
+        warnings.warn(
+            f"matbp.ncut.{name} moved to matbp.segmentation.{name}", DeprecationWarning, stacklevel=2
         )
-    return shape
-
-
-# --------------------------------------------------------------------------
-# segmentation
-# --------------------------------------------------------------------------
-
-
-def segment(
-    features,
-    image_shape: Sequence[int],
-    ks: Union[int, Iterable[int]] = _DEFAULT_KS,
-    Lambda=None,
-    seed: int = 0,
-    split_components: bool = True,
-    *,
-    iters: int = 100,
-    n_init: int = 1,
-) -> List[Tensor]:
-    """Normalized-cuts segmentations of one image, one per number of clusters.
-
-    Args:
-        features: (m, d) real tensor X of per-pixel features, m = H·W pixels
-            in row-major order. The affinity is W = X Λ Xᵀ; its degrees must be
-            positive (nonnegative features without all-zero rows and Λ = I
-            guarantee it).
-        image_shape: (H, W) with H·W = m.
-        ks: the numbers of clusters k (an int or an iterable of ints ≥ 1);
-            the default (2, …, 9) gives the paper's 8 segmentations.
-        Lambda: symmetric (d, d) tensor Λ; None means the identity.
-        seed: seed of the k-means++ initialisation (the same for every k).
-        split_components: split every cluster into its 4-connected
-            components (scipy.ndimage.label), each becoming a segment
-            (paper §6.2). When False, segments are the k-means clusters,
-            which may be disconnected.
-        iters: maximum Lloyd iterations of k-means.
-        n_init: k-means++ restarts per k (the lowest-inertia run is kept).
-
-    Returns:
-        A list with one (H, W) int64 CPU label map per k, in the order of
-        ``ks``. Labels are contiguous, 0..S−1, numbered by first appearance
-        in raster order. Without splitting, S ≤ k; with splitting S may
-        exceed k.
-
-    Computation, in float64 without forming an m × m matrix: degrees
-    D = X (Λ (Xᵀ 1)); M = D^{-1/2} W D^{-1/2} = Y Λ Yᵀ with Y = D^{-1/2} X;
-    eigenvectors of M from Y = Q R and R Λ Rᵀ = Z diag(μ) Zᵀ (see
-    :func:`leading_eigenvectors`), computed once for the largest k. For each
-    k: the top min(k, m, d) eigenvectors, each row normalised to unit length
-    (a row of zero norm stays zero), the rows clustered into k clusters by
-    :func:`kmeans`, reshaped to (H, W), optionally split into connected
-    components, relabelled contiguously.
-
-    Raises:
-        ValueError (naming ``matbp.ncut.segment``) when features are not a
-        finite 2-D tensor, image_shape does not match m, Λ is not a symmetric
-        (d, d) matrix, some k < 1, or some degree is ≤ 0.
-    """
-    name = "matbp.ncut.segment"
-    X = _as_features(features, name)
-    m, d = X.shape
-    H, Wd = _as_image_shape(image_shape, m, name)
-    if isinstance(ks, (int, np.integer)) and not isinstance(ks, bool):
-        ks = [ks]
-    ks = [_as_k(k, name) for k in ks]
-    L = _as_lambda(Lambda, X, name)
-    mu, V = _spectrum(X, L, name)  # validates degrees even when ks is empty
-    if not ks:
-        return []
-    r = mu.shape[0]
-    out: List[Tensor] = []
-    for k in ks:
-        E = V[:, : min(k, r)]
-        norms = E.norm(dim=1, keepdim=True)
-        E = torch.where(norms > 0, E / torch.where(norms > 0, norms, torch.ones_like(norms)), torch.zeros_like(E))
-        labels, _ = kmeans(E, k, seed=seed, iters=iters, n_init=n_init)
-        lab = labels.cpu().numpy().reshape(H, Wd)
-        if split_components:
-            lab = _split_components(lab)
-        out.append(torch.from_numpy(_relabel_raster(lab)))
-    return out
+        return getattr(segmentation, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

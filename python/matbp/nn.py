@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from ._ops import o2p_log, sym_fn
-from .objectives import _ncut, check_rtol
+from .ncut import _ncut, check_rtol
 
 
 class SymFn(torch.nn.Module):

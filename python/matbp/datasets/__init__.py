@@ -119,6 +119,14 @@ class ImageDataset(torch.utils.data.Dataset):
         self.augment = (split == "train") if augment is None else bool(augment)
         self.epoch = 0
 
+    def _check_generation(self, data_seed: int, size: int, **counts: int) -> List[int]:
+        """For the generated datasets: sets ``data_seed`` and ``size`` (the
+        images' side) and returns the ``counts`` (name=value), checked positive."""
+        where = f"matbp.datasets.{self.name}"
+        self.data_seed = check_nonnegative_int(data_seed, "data_seed", where)
+        self.size = check_positive_int(size, "size", where)
+        return [check_positive_int(v, k, where) for k, v in counts.items()]
+
     @property
     def num_classes(self) -> int:
         return len(self.classes)

@@ -26,7 +26,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 import torch
 
-from . import ImageDataset, check_nonnegative_int, check_positive_int
+from . import ImageDataset, check_nonnegative_int
 
 __all__ = ["Photos", "Digits", "PHOTOS", "photo_path"]
 
@@ -107,11 +107,7 @@ class Photos(ImageDataset):
     def __init__(self, split: str, *, seed: int = 0, augment: Optional[bool] = None, data_seed: int = 0,
                  size: int = 32, num_train: int = 2000, num_val: int = 500):
         super().__init__(split, seed, augment)
-        where = "matbp.datasets.photos"
-        self.data_seed = check_nonnegative_int(data_seed, "data_seed", where)
-        self.size = check_positive_int(size, "size", where)
-        num_train = check_positive_int(num_train, "num_train", where)
-        num_val = check_positive_int(num_val, "num_val", where)
+        num_train, num_val = self._check_generation(data_seed, size, num_train=num_train, num_val=num_val)
         images, self.mean, self.std = _load_photos()
         self._regions = []  # per class: (max row, first column, last column) of the crop's top-left corner
         for name, im in zip(PHOTOS, images):
@@ -122,7 +118,7 @@ class Photos(ImageDataset):
             else:
                 lo, hi = boundary, w - self.size
             if hi < lo or h < self.size:
-                raise ValueError(f"{where}: crops of size {self.size} do not fit the {split} region of "
+                raise ValueError(f"matbp.datasets.photos: crops of size {self.size} do not fit the {split} region of "
                                  f"photograph {name!r} ({w}×{h}); use a smaller size")
             self._regions.append((h - self.size, lo, hi))
         self.classes: List[str] = list(PHOTOS)
@@ -195,8 +191,7 @@ class Digits(ImageDataset):
                  size: int = 32, jitter: int = 3):
         super().__init__(split, seed, augment)
         where = "matbp.datasets.digits"
-        self.data_seed = check_nonnegative_int(data_seed, "data_seed", where)
-        self.size = check_positive_int(size, "size", where)
+        self._check_generation(data_seed, size)
         self.jitter = check_nonnegative_int(jitter, "jitter", where)
         if self.jitter >= self.size:
             raise ValueError(f"{where}: argument 'jitter' must be smaller than size {self.size}, got {jitter}")

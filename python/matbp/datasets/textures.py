@@ -131,10 +131,7 @@ class Textures(ImageDataset):
                  strength: float = 0.5, contrast: float = 2.0, shift: int = 4):
         super().__init__(split, seed, augment)
         where = "matbp.datasets.textures"
-        self.data_seed = check_nonnegative_int(data_seed, "data_seed", where)
-        self.size = check_positive_int(size, "size", where)
-        num_train = check_positive_int(num_train, "num_train", where)
-        num_val = check_positive_int(num_val, "num_val", where)
+        num_train, num_val = self._check_generation(data_seed, size, num_train=num_train, num_val=num_val)
         k = check_positive_int(num_classes, "num_classes", where)
         if not 2 <= k <= len(CLASS_TABLE):
             raise ValueError(f"{where}: argument 'num_classes' must be in [2, {len(CLASS_TABLE)}], got {k}")
