@@ -29,25 +29,23 @@ using std::sqrt;
 // std::numeric_limits is not usable in device code without relaxed
 // constexpr; these are the two constants the math needs.
 template <typename T>
-MATBP_HOST_DEVICE constexpr T machine_epsilon();
+struct FloatConstants;
 template <>
-MATBP_HOST_DEVICE constexpr float machine_epsilon<float>() {
-  return 1.1920928955078125e-07f;
-}
+struct FloatConstants<float> {
+  static constexpr float epsilon = 1.1920928955078125e-07f, smallest_normal = 1.17549435082228750797e-38f;
+};
 template <>
-MATBP_HOST_DEVICE constexpr double machine_epsilon<double>() {
-  return 2.220446049250313e-16;
-}
+struct FloatConstants<double> {
+  static constexpr double epsilon = 2.220446049250313e-16, smallest_normal = 2.2250738585072013830902e-308;
+};
 
 template <typename T>
-MATBP_HOST_DEVICE constexpr T smallest_normal();
-template <>
-MATBP_HOST_DEVICE constexpr float smallest_normal<float>() {
-  return 1.17549435082228750797e-38f;
+MATBP_HOST_DEVICE constexpr T machine_epsilon() {
+  return FloatConstants<T>::epsilon;
 }
-template <>
-MATBP_HOST_DEVICE constexpr double smallest_normal<double>() {
-  return 2.2250738585072013830902e-308;
+template <typename T>
+MATBP_HOST_DEVICE constexpr T smallest_normal() {
+  return FloatConstants<T>::smallest_normal;
 }
 
 }  // namespace matbp::math

@@ -104,6 +104,17 @@ def _largest_magnitude(X: Tensor, op: str) -> Tensor:
     return amax
 
 
+def _check_fits(t: Tensor, name: str, shapes, expected: str, X: Tensor, x_name: str, op: str) -> None:
+    """``t`` has one of ``shapes`` (described as ``expected``) and X's device."""
+    if tuple(t.shape) not in shapes:
+        raise ArgumentError(
+            f"{op}: argument '{name}' must have shape {expected} to match '{x_name}' of shape "
+            f"{tuple(X.shape)}, got {tuple(t.shape)}"
+        )
+    if t.device != X.device:
+        raise ArgumentError(f"{op}: argument '{name}' is on {t.device} but '{x_name}' is on {X.device}")
+
+
 def check_lambda(Lambda, X: Tensor, op: str, x_name: str = "X") -> None:
     """Validate Λ for the features X (*, m, d), called ``x_name`` in messages.
 
@@ -119,13 +130,8 @@ def check_lambda(Lambda, X: Tensor, op: str, x_name: str = "X") -> None:
     if Lambda.dtype not in _FLOATS:
         raise ArgumentError(f"{op}: argument 'Lambda' must be float32 or float64, got {Lambda.dtype}")
     d, batch = X.shape[-1], tuple(X.shape[:-2])
-    if tuple(Lambda.shape) not in ((d, d), (*batch, d, d)):
-        raise ArgumentError(
-            f"{op}: argument 'Lambda' must have shape (d, d) or (*, d, d) = {(*batch, d, d)} to match "
-            f"'{x_name}' of shape {tuple(X.shape)}, got {tuple(Lambda.shape)}"
-        )
-    if Lambda.device != X.device:
-        raise ArgumentError(f"{op}: argument 'Lambda' is on {Lambda.device} but '{x_name}' is on {X.device}")
+    _check_fits(Lambda, "Lambda", ((d, d), (*batch, d, d)), f"(d, d) or (*, d, d) = {(*batch, d, d)}", X,
+                x_name, op)
     if torch.compiler.is_compiling() or Lambda.numel() == 0:
         return
     L = Lambda.detach()
@@ -151,13 +157,8 @@ def _check_labels(labels, X: Tensor, op: str) -> None:
         raise ArgumentError(
             f"{op}: argument 'labels' must be an integer tensor of segment ids, got {labels.dtype}"
         )
-    if labels.shape != X.shape[:-1]:
-        raise ArgumentError(
-            f"{op}: argument 'labels' must have shape (*, m) = {tuple(X.shape[:-1])} to match 'X' of "
-            f"shape {tuple(X.shape)}, got {tuple(labels.shape)}"
-        )
-    if labels.device != X.device:
-        raise ArgumentError(f"{op}: argument 'labels' is on {labels.device} but 'X' is on {X.device}")
+    m_shape = tuple(X.shape[:-1])
+    _check_fits(labels, "labels", (m_shape,), f"(*, m) = {m_shape}", X, "X", op)
     if torch.compiler.is_compiling() or labels.numel() == 0:
         return
     lo, hi = torch.stack(torch.aminmax(labels)).tolist()

@@ -54,21 +54,30 @@ def _capped(dataset, n: Optional[int]):
 # o2p: classification (DeepO2P, DeepO2P-FC, baseline)
 # --------------------------------------------------------------------------
 
+def add_data_arguments(parser: argparse.ArgumentParser, choices, data_help: str, root_help: str,
+                       train_what: str, val_what: str):
+    """The "data" option group every task has; returns it for more options."""
+    g = parser.add_argument_group("data")
+    g.add_argument("--data", required=True, choices=choices, help=data_help)
+    g.add_argument("--data-root", default=None, help=root_help)
+    g.add_argument("--train-samples", type=int, default=None, help=f"use only the first N {train_what}")
+    g.add_argument("--val-samples", type=int, default=None, help=f"use only the first N {val_what}")
+    return g
+
+
 def add_o2p_arguments(parser: argparse.ArgumentParser) -> None:
     from .datasets import DATASETS
     from .models import BACKBONES, MODELS, POOLINGS
 
-    g = parser.add_argument_group("data")
-    g.add_argument("--data", required=True, choices=DATASETS,
-                   help="textures: built-in second-order textures; photos: patches of scikit-image's bundled "
-                        "photographs; digits: scikit-learn's bundled digits; coco: COCO instances (--data-root)")
-    g.add_argument("--data-root", default=None,
-                   help="COCO folder with annotations/instances_{train,val}2017.json and {train,val}2017/")
+    g = add_data_arguments(
+        parser, DATASETS,
+        "textures: built-in second-order textures; photos: patches of scikit-image's bundled photographs; "
+        "digits: scikit-learn's bundled digits; coco: COCO instances (--data-root)",
+        "COCO folder with annotations/instances_{train,val}2017.json and {train,val}2017/",
+        "training samples", "validation samples")
     g.add_argument("--image-size", type=int, default=None,
                    help="side of the generated images of textures and photos (default 32; the alexnet and "
                         "vgg16 backbones want 227 / 224)")
-    g.add_argument("--train-samples", type=int, default=None, help="use only the first N training samples")
-    g.add_argument("--val-samples", type=int, default=None, help="use only the first N validation samples")
     g = parser.add_argument_group("model")
     g.add_argument("--model", required=True, choices=MODELS)
     g.add_argument("--backbone", required=True, choices=BACKBONES)
@@ -154,15 +163,12 @@ def run_o2p(args) -> dict:
 def add_ncuts_arguments(parser: argparse.ArgumentParser) -> None:
     from .models import BACKBONES
 
-    g = parser.add_argument_group("data")
-    g.add_argument("--data", required=True, choices=("mosaics", "bsds300"),
-                   help="mosaics: the built-in BSDS300-layout texture mosaics (generated once and cached, or "
-                        "in --data-root); bsds300: a BSDS300 folder (--data-root)")
-    g.add_argument("--data-root", default=None,
-                   help="BSDS300 layout: images/{train,test}/<iid>.jpg, human/{color,gray}/<uid>/<iid>.seg, "
-                        "iids_{train,test}.txt")
-    g.add_argument("--train-samples", type=int, default=None, help="use only the first N training images")
-    g.add_argument("--val-samples", type=int, default=None, help="use only the first N test images")
+    add_data_arguments(
+        parser, ("mosaics", "bsds300"),
+        "mosaics: the built-in BSDS300-layout texture mosaics (generated once and cached, or in --data-root); "
+        "bsds300: a BSDS300 folder (--data-root)",
+        "BSDS300 layout: images/{train,test}/<iid>.jpg, human/{color,gray}/<uid>/<iid>.seg, iids_{train,test}.txt",
+        "training images", "test images")
     g = parser.add_argument_group("model")
     g.add_argument("--backbone", required=True, choices=BACKBONES)
     g.add_argument("--objective", choices=("j2", "j1"), default="j2", help="the normalized-cuts loss (paper §5)")

@@ -42,6 +42,19 @@ inline void raise_first_failure(const FirstFailure& nonfinite, const FirstFailur
   TORCH_CHECK(!failed.any(), not_converged_message(op, solver, failed.index()));
 }
 
+// One matrix widened to float64 into dst; whether every entry is finite
+// (LAPACK must not see NaN or Inf).
+template <typename scalar_t>
+inline bool widen_if_finite(const scalar_t* src, int64_t count, double* dst) {
+  bool finite = true;
+  for (int64_t e = 0; e < count; ++e) {
+    const double x = static_cast<double>(src[e]);
+    finite &= std::isfinite(x);
+    dst[e] = x;
+  }
+  return finite;
+}
+
 // f(0, i, j) for 0 <= i <= j < n: a for_each_pair functor of the
 // device-generic code (generic/*.h) on one matrix, as the per-matrix CPU
 // pipelines run it in cache.

@@ -32,14 +32,7 @@ void svd_batch(const scalar_t* x_in, scalar_t* u_out, scalar_t* s_out, scalar_t*
         work(ws.lwork);
     std::vector<int> iwork(ws.liwork);
     for (int64_t b = begin; b < end; ++b) {
-      const scalar_t* src = x_in + b * mn;
-      bool finite = true;
-      for (int64_t e = 0; e < mn; ++e) {
-        const double x = static_cast<double>(src[e]);
-        finite &= std::isfinite(x);
-        a[e] = x;
-      }
-      if (!finite) {
+      if (!widen_if_finite(x_in + b * mn, mn, a.data())) {
         nonfinite.record(b);
         continue;
       }

@@ -27,14 +27,7 @@ void sym_eig_batch(const in_t* a_in, out_t* l_out, out_t* v_out, int64_t batch, 
     std::vector<double> a(nn), w(n), work(ws.lwork);
     std::vector<int> iwork(ws.liwork);
     for (int64_t b = begin; b < end; ++b) {
-      const in_t* src = a_in + b * nn;
-      bool finite = true;
-      for (int64_t k = 0; k < nn; ++k) {
-        const double x = static_cast<double>(src[k]);
-        finite &= std::isfinite(x);
-        a[k] = x;
-      }
-      if (!finite) {
+      if (!widen_if_finite(a_in + b * nn, nn, a.data())) {
         nonfinite.record(b);
         continue;
       }

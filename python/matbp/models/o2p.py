@@ -135,23 +135,9 @@ class _Model(nn.Module):
         return self.head(self.backbone(images))
 
 
-def _o2p_args(where, backbone, num_classes, pooling, eps, reduce_dim, fc_dim, dropout):
-    check_choice(backbone, BACKBONES, "backbone", where)
-    check_choice(pooling, POOLINGS, "pooling", where)
-    num_classes = _check_int(num_classes, "num_classes", where)
-    eps = _check_eps(eps, where)
-    reduce_dim = _check_int(reduce_dim, "reduce_dim", where, allow_none=True)
-    fc_dim = _check_int(fc_dim, "fc_dim", where)
-    dropout = _check_dropout(dropout, where)
-    return num_classes, eps, reduce_dim, fc_dim, dropout
-
-
-class DeepO2P(_Model):
-    """DeepO2P (paper Fig. 1, Table 1): backbone without its last max-pool →
-    optional 1×1 conv to ``reduce_dim`` channels + ReLU → second-order
-    pooling ``pooling`` (N, d, d) → :class:`UpperTriangle` → Linear(d(d+1)/2,
-    num_classes). ``fc_dim`` and ``dropout`` are accepted for a uniform
-    signature and unused. Attributes: ``dim`` = d, ``pooling_name``."""
+class _Classifier(_Model):
+    """The Table 1 networks: one signature and one argument check for all,
+    ``_build`` makes (backbone, head) from the checked arguments."""
 
     def __init__(
         self,
@@ -166,15 +152,34 @@ class DeepO2P(_Model):
         dropout: float = 0.5,
     ):
         where = f"matbp.models.{type(self).__name__}"
-        num_classes, eps, reduce_dim, fc_dim, dropout = _o2p_args(
-            where, backbone, num_classes, pooling, eps, reduce_dim, fc_dim, dropout
-        )
-        bb = build_backbone(backbone, last_pool=False)
-        classifier_fn = self._classifier(num_classes, fc_dim, dropout)
-        head = O2PHead(bb.out_channels, reduce_dim, build_pooling(pooling, eps), classifier_fn)
+        check_choice(backbone, BACKBONES, "backbone", where)
+        check_choice(pooling, POOLINGS, "pooling", where)
+        num_classes = _check_int(num_classes, "num_classes", where)
+        eps = _check_eps(eps, where)
+        reduce_dim = _check_int(reduce_dim, "reduce_dim", where, allow_none=True)
+        fc_dim = _check_int(fc_dim, "fc_dim", where)
+        dropout = _check_dropout(dropout, where)
+        bb, head = self._build(backbone, num_classes, pooling, eps, reduce_dim, fc_dim, dropout)
         super().__init__(bb, head, weights)
+
+    def _build(self, backbone, num_classes, pooling, eps, reduce_dim, fc_dim, dropout):
+        raise NotImplementedError
+
+
+class DeepO2P(_Classifier):
+    """DeepO2P (paper Fig. 1, Table 1): backbone without its last max-pool →
+    optional 1×1 conv to ``reduce_dim`` channels + ReLU → second-order
+    pooling ``pooling`` (N, d, d) → :class:`UpperTriangle` → Linear(d(d+1)/2,
+    num_classes). ``fc_dim`` and ``dropout`` are accepted for a uniform
+    signature and unused. Attributes: ``dim`` = d, ``pooling_name``."""
+
+    def _build(self, backbone, num_classes, pooling, eps, reduce_dim, fc_dim, dropout):
+        bb = build_backbone(backbone, last_pool=False)
+        head = O2PHead(bb.out_channels, reduce_dim, build_pooling(pooling, eps),
+                       self._classifier(num_classes, fc_dim, dropout))
         self.dim = head.dim
         self.pooling_name = pooling
+        return bb, head
 
     @staticmethod
     def _classifier(num_classes, fc_dim, dropout):
@@ -195,7 +200,7 @@ class DeepO2PFC(DeepO2P):
         return lambda n_in: alexnet_fc(n_in, num_classes, fc_dim, dropout)
 
 
-class Baseline(_Model):
+class Baseline(_Classifier):
     """The first-order baseline ("AlexNet" in Table 1): the backbone *with*
     its last max-pool and its usual head:
 
@@ -214,22 +219,7 @@ class Baseline(_Model):
 
     _loads_classifier = True
 
-    def __init__(
-        self,
-        backbone: str,
-        num_classes: int,
-        *,
-        pooling: str = "matbp",
-        eps: float = 1e-3,
-        reduce_dim: Optional[int] = None,
-        weights=None,
-        fc_dim: int = 4096,
-        dropout: float = 0.5,
-    ):
-        where = "matbp.models.Baseline"
-        num_classes, eps, reduce_dim, fc_dim, dropout = _o2p_args(
-            where, backbone, num_classes, pooling, eps, reduce_dim, fc_dim, dropout
-        )
+    def _build(self, backbone, num_classes, pooling, eps, reduce_dim, fc_dim, dropout):
         bb = build_backbone(backbone, last_pool=True)
         if backbone == "small":
             head = FirstOrderHead(nn.AdaptiveAvgPool2d(1), nn.Linear(bb.out_channels, num_classes))
@@ -244,7 +234,7 @@ class Baseline(_Model):
                     classifier[middle] = nn.Linear(fc_dim, fc_dim)
                     classifier[last] = nn.Linear(fc_dim, num_classes)
             head = FirstOrderHead(tv.avgpool, materialize(classifier, init))
-        super().__init__(bb, head, weights)
+        return bb, head
 
 
 # ----------------------------------------------------------------------------- weights
@@ -363,32 +353,11 @@ def load_weights(model: nn.Module, path) -> Set[str]:
 _CLASSES = {"baseline": Baseline, "deepo2p": DeepO2P, "deepo2p-fc": DeepO2PFC}
 
 
-def build_model(
-    name: str,
-    backbone: str,
-    num_classes: int,
-    *,
-    pooling: str = "matbp",
-    eps: float = 1e-3,
-    reduce_dim: Optional[int] = None,
-    weights=None,
-    fc_dim: int = 4096,
-    dropout: float = 0.5,
-) -> nn.Module:
+def build_model(name: str, backbone: str, num_classes: int, **options) -> nn.Module:
     """The model ``name`` (one of :data:`MODELS`) on ``backbone`` (one of
     :data:`BACKBONES`), see :class:`Baseline`, :class:`DeepO2P`,
-    :class:`DeepO2PFC`. ``weights``: path of a torchvision-format state dict
-    (see :func:`load_weights`), or None for random initialisation."""
+    :class:`DeepO2PFC`, whose keyword arguments ``options`` are (``pooling``,
+    ``eps``, ``reduce_dim``, ``weights``: the path of a torchvision-format
+    state dict (see :func:`load_weights`) or None, ``fc_dim``, ``dropout``)."""
     check_choice(name, MODELS, "model name", "matbp.models.build_model")
-    check_choice(backbone, BACKBONES, "backbone", "matbp.models.build_model")
-    check_choice(pooling, POOLINGS, "pooling", "matbp.models.build_model")
-    return _CLASSES[name](
-        backbone,
-        num_classes,
-        pooling=pooling,
-        eps=eps,
-        reduce_dim=reduce_dim,
-        weights=weights,
-        fc_dim=fc_dim,
-        dropout=dropout,
-    )
+    return _CLASSES[name](backbone, num_classes, **options)
