@@ -26,6 +26,7 @@ import sys
 from setuptools import find_packages, setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+VERSION = "0.1.0"
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import cuda_paths  # noqa: E402  the toolkit and cuSOLVER discovery CMake also runs
 CUDA_DIR = os.path.join("csrc", "ops", "cuda")
@@ -73,11 +74,22 @@ def want_cuda(torch_has_cuda, cuda_home):
     return torch_has_cuda and cuda_home is not None
 
 
+def write_build_info(torch, use_cuda):
+    """python/matbp/_build_info.py: the torch (and CUDA) this build is for,
+    read by matbp before it loads _C (a mismatch raises a clear ImportError
+    instead of an undefined-symbol error)."""
+    info = {"matbp": VERSION, "torch": torch.__version__, "cuda": torch.version.cuda if use_cuda else None}
+    with open(os.path.join(ROOT, "python", "matbp", "_build_info.py"), "w") as f:
+        f.write("# Written by setup.py at build time.\n")
+        f.write(f"BUILD_INFO = {info!r}\n")
+
+
 def extension():
     import torch
 
     cuda_home = cuda_paths.find_cuda_home() if torch.version.cuda else None
     use_cuda = want_cuda(torch.version.cuda is not None, cuda_home)
+    write_build_info(torch, use_cuda)
     if use_cuda:
         # cpp_extension reads CUDA_HOME when it is imported.
         os.environ["CUDA_HOME"] = cuda_home
@@ -119,7 +131,7 @@ from torch.utils.cpp_extension import BuildExtension  # noqa: E402  after CUDA_H
 
 setup(
     name="matbp",
-    version="0.1.0",
+    version=VERSION,
     description="Matrix backpropagation for deep networks with structured layers (PyTorch extension)",
     package_dir={"": "python"},
     packages=find_packages("python"),
