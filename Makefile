@@ -20,6 +20,8 @@ DEPS_STAMP := $(VENV)/.matbp-deps
 BUILD_STAMP := $(VENV)/.matbp-build
 SOURCES := $(shell find csrc python -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' -o -name '*.py') setup.py pyproject.toml
 CMAKE_BUILD := build/cmake
+CMAKE_INSTALL := build/install
+CMAKE_EXAMPLE := build/example
 
 .PHONY: all demo test test-python test-cpp bench build deps clean gpu-check
 
@@ -53,6 +55,13 @@ test-cpp: $(DEPS_STAMP)
 	  -DPython3_EXECUTABLE=$(abspath $(PY)) -DMATBP_WITH_CUDA=$(if $(filter 1,$(MATBP_CUDA)),ON,OFF)
 	$(VENV)/bin/cmake --build $(CMAKE_BUILD) -j $(MAX_JOBS)
 	cd $(CMAKE_BUILD) && $(abspath $(VENV))/bin/ctest --output-on-failure
+	@# The CMake package: installed, then found and used by examples/cpp.
+	rm -rf $(CMAKE_INSTALL) && $(VENV)/bin/cmake --install $(CMAKE_BUILD) --prefix $(abspath $(CMAKE_INSTALL))
+	$(VENV)/bin/cmake -S examples/cpp -B $(CMAKE_EXAMPLE) -G Ninja -DCMAKE_BUILD_TYPE=Release \
+	  -DCMAKE_PREFIX_PATH="$(abspath $(CMAKE_INSTALL));$$($(PY) -c 'import torch; print(torch.utils.cmake_prefix_path)')" \
+	  -DCUDA_TOOLKIT_ROOT_DIR="$$($(PY) scripts/cuda_paths.py toolkit)" -DTORCH_CUDA_ARCH_LIST=9.0
+	$(VENV)/bin/cmake --build $(CMAKE_EXAMPLE)
+	$(CMAKE_EXAMPLE)/matbp_example
 
 demo: $(BUILD_STAMP)
 	$(PY) bench/demo.py
