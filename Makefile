@@ -23,7 +23,7 @@ CMAKE_BUILD := build/cmake
 CMAKE_INSTALL := build/install
 CMAKE_EXAMPLE := build/example
 
-.PHONY: all demo test test-python test-cpp bench build deps clean gpu-check
+.PHONY: all demo test test-python test-cpp test-wheel wheel bench build deps clean gpu-check
 
 all: build
 
@@ -40,7 +40,7 @@ $(BUILD_STAMP): $(DEPS_STAMP) $(SOURCES)
 
 build: $(BUILD_STAMP)
 
-test: test-python test-cpp
+test: test-python test-cpp test-wheel
 
 test-python: $(BUILD_STAMP)
 	$(PY) -m pytest -q tests
@@ -62,6 +62,26 @@ test-cpp: $(DEPS_STAMP)
 	  -DCUDA_TOOLKIT_ROOT_DIR="$$($(PY) scripts/cuda_paths.py toolkit)" -DTORCH_CUDA_ARCH_LIST=9.0
 	$(VENV)/bin/cmake --build $(CMAKE_EXAMPLE)
 	$(CMAKE_EXAMPLE)/matbp_example
+
+# A binary wheel against the installed torch (dist/): tagged for this
+# platform and Python, its version names the torch series and CUDA
+# (0.1.0+pt214cu130), and it requires that torch series.
+wheel: $(BUILD_STAMP)
+	rm -rf dist && $(PY) -m build --wheel --no-isolation --outdir dist .
+
+# The wheel installed into a fresh virtual environment that sees the same
+# torch (.venv's site-packages through a .pth, after its own), imported and
+# run from outside the source tree.
+WHEEL_VENV := build/wheel-venv
+test-wheel: wheel
+	rm -rf $(WHEEL_VENV) && $(PYTHON) -m venv $(WHEEL_VENV)
+	$(WHEEL_VENV)/bin/python -c "import site, sys; open(site.getsitepackages()[0] + '/matbp-test-torch.pth', 'w').write(sys.argv[1])" \
+	  "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+	$(WHEEL_VENV)/bin/python -m pip install -q --no-deps --no-index --ignore-installed dist/matbp-*.whl
+	cd /tmp && $(abspath $(WHEEL_VENV))/bin/python -c "import sys, torch, matbp; \
+	  assert matbp.__file__.startswith(sys.prefix), matbp.__file__; \
+	  C = matbp.o2p_log(torch.randn(2, 20, 6, dtype=torch.float64)); \
+	  print('wheel', matbp.build_info(), 'o2p_log', tuple(C.shape), 'from', matbp.__file__)"
 
 demo: $(BUILD_STAMP)
 	$(PY) bench/demo.py

@@ -74,11 +74,23 @@ def want_cuda(torch_has_cuda, cuda_home):
     return torch_has_cuda and cuda_home is not None
 
 
+def torch_series(torch):
+    return ".".join(torch.__version__.split("+")[0].split(".")[:2])
+
+
+def local_version(torch, use_cuda):
+    """The build's local version label: the torch series and CUDA version it
+    is for, e.g. 0.1.0+pt214cu130 (0.1.0+pt214cpu for the CPU backend only)."""
+    cuda = "cu" + torch.version.cuda.replace(".", "") if use_cuda else "cpu"
+    return f"{VERSION}+pt{torch_series(torch).replace('.', '')}{cuda}"
+
+
 def write_build_info(torch, use_cuda):
     """python/matbp/_build_info.py: the torch (and CUDA) this build is for,
     read by matbp before it loads _C (a mismatch raises a clear ImportError
     instead of an undefined-symbol error)."""
-    info = {"matbp": VERSION, "torch": torch.__version__, "cuda": torch.version.cuda if use_cuda else None}
+    info = {"matbp": local_version(torch, use_cuda), "torch": torch.__version__,
+            "cuda": torch.version.cuda if use_cuda else None}
     with open(os.path.join(ROOT, "python", "matbp", "_build_info.py"), "w") as f:
         f.write("# Written by setup.py at build time.\n")
         f.write(f"BUILD_INFO = {info!r}\n")
@@ -103,17 +115,18 @@ def extension():
     include_dirs = [os.path.join(ROOT, "csrc")]
     if not use_cuda:
         print("matbp: building the CPU-only extension", file=sys.stderr)
-        return CppExtension(
+        ext = CppExtension(
             name="matbp._C",
             sources=cpp_sources,
             include_dirs=include_dirs,
             extra_compile_args={"cxx": cxx_flags},
             extra_link_args=["-fopenmp"],
         )
+        return ext, local_version(torch, False), torch_series(torch)
     print(f"matbp: building the CUDA extension with the toolkit in {cuda_home}", file=sys.stderr)
     solver_includes, solver_lib_dirs, solver_link = cusolver_paths(cuda_home)
     cuda_sources = sources(os.path.join(CUDA_DIR, "*.cpp"), os.path.join(CUDA_DIR, "*.cu"))
-    return CUDAExtension(
+    ext = CUDAExtension(
         name="matbp._C",
         sources=cpp_sources + cuda_sources,
         include_dirs=include_dirs + solver_includes,
@@ -124,21 +137,24 @@ def extension():
         },
         extra_link_args=["-fopenmp"] + solver_link,
     )
+    return ext, local_version(torch, True), torch_series(torch)
 
 
-EXTENSION = extension()
+# The wheel's version names the torch series (and CUDA) it is for, and it
+# requires that series: the extension's C++ ABI is that torch's.
+EXTENSION, PACKAGE_VERSION, TORCH_SERIES = extension()
 from torch.utils.cpp_extension import BuildExtension  # noqa: E402  after CUDA_HOME is settled
 
 setup(
     name="matbp",
-    version=VERSION,
+    version=PACKAGE_VERSION,
     description="Matrix backpropagation for deep networks with structured layers (PyTorch extension)",
     package_dir={"": "python"},
     packages=find_packages("python"),
     ext_modules=[EXTENSION],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     python_requires=">=3.9",
-    install_requires=["torch>=2.4", "numpy", "scipy", "pillow"],
+    install_requires=[f"torch=={TORCH_SERIES}.*", "numpy", "scipy", "pillow"],
     # The training commands (matbp.models, matbp.datasets, matbp.train):
     # torchvision's architectures, progress bars, figures, COCO annotations,
     # and the packages whose bundled images are the built-in real data.

@@ -144,23 +144,55 @@ def measure(fns: dict, device, *, budget_s: float, max_repeats: int, repeats: in
     return out
 
 
+def add_times(row: dict, fns: dict, device, *, budget_s: float, max_repeats: int,
+              repeats: int | None) -> None:
+    """:func:`measure` the competitors in ``fns`` (if any) into ``row``: repeats,
+    inner, ``<name>_ms`` (median) and ``<name>_samples_ms``."""
+    if not fns:
+        return
+    t = measure(fns, device, budget_s=budget_s, max_repeats=max_repeats, repeats=repeats)
+    row["repeats"] = t["_repeats"]
+    row["inner"] = t["_inner"]
+    for name in fns:
+        row[f"{name}_ms"] = common.median(t[name])
+        row[f"{name}_samples_ms"] = t[name]
+
+
 def _short_error(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}".splitlines()[0]
     return text[:200]
 
 
-def _rel_fro_max(a: torch.Tensor, ref: torch.Tensor) -> float:
-    """max over the batch of ||a - ref||_F / ||ref||_F (float64, on ref's device); NaN if not finite."""
-    a64 = a.detach().to(device=ref.device, dtype=torch.float64)
-    ref = ref.to(torch.float64)
-    num = torch.linalg.matrix_norm(a64 - ref)
-    den = torch.linalg.matrix_norm(ref).clamp_min(torch.finfo(torch.float64).tiny)
-    r = num / den
-    if r.numel() == 0:
-        return 0.0
-    if not torch.isfinite(r).all():
-        return float("nan")
-    return r.max().item()
+def warm_up(fns: dict, device, errors: dict) -> tuple[dict, dict]:
+    """Call each competitor once, untimed: returns (the competitors that ran,
+    their results).  One that raises is a result: its error goes to ``errors``."""
+    ran, results = {}, {}
+    for name, fn in fns.items():
+        try:
+            results[name] = fn()
+            common.synchronize(device)
+            ran[name] = fn
+        except Exception as exc:  # a competitor that fails is a result
+            errors[name] = _short_error(exc)
+    return ran, results
+
+
+def _progress(case: str, times: str, row: dict, seconds: float) -> str:
+    """A row's progress line: '  <case> reps=.. <times>  <status> [WRONG ][errors] [.. s]'."""
+    return (f"  {case} reps={row.get('repeats', '-')!s:<3} {times}  {row.get('status') or ''} "
+            f"{'' if row['correct'] else 'WRONG '}{row.get('errors', '')} [{seconds:.0f} s]")
+
+
+def guarded_row(make_row, fallback: dict) -> dict:
+    """``make_row()``; if it raises, ``fallback`` marked not correct with the
+    error, so that the other rows still run.  Frees cached GPU memory after."""
+    try:
+        row = make_row()
+    except Exception as exc:  # keep going: the other rows still run
+        traceback.print_exc()
+        row = {**fallback, "correct": False, "errors": {"row": _short_error(exc)}}
+    torch.cuda.empty_cache()
+    return row
 
 
 # --------------------------------------------------------------------------
@@ -175,25 +207,14 @@ def _speedup_text(v) -> str:
 
 
 O2P_COLUMNS = [
-    common.Column("shape", "shape", align="left"),
-    common.Column("batch", "B"),
-    common.Column("m", "m"),
-    common.Column("d", "d"),
-    common.Column("dtype", "dtype", align="left"),
-    common.Column("mode", "mode", align="left"),
-    common.Column("repeats", "reps"),
-    common.Column("matbp_ms", "matbp ms", ".2f"),
-    common.Column("torch_ms", "torch ms", ".2f"),
+    *common.standard_columns("shape", "batch", "m", "d", "dtype", "mode", "repeats"),
+    *common.columns(".2f", matbp_ms="matbp ms", torch_ms="torch ms"),
     common.Column("paper_ms", "paper ms", ".1f"),
-    common.Column("speedup_torch", "torch/matbp", _speedup_text),
-    common.Column("speedup_paper", "paper/matbp", _speedup_text),
-    common.Column("target", "target", align="left"),
-    common.Column("status", "status", align="left"),
-    common.Column("finite_matbp", "grad finite matbp", align="left"),
-    common.Column("finite_torch", "grad finite torch", align="left"),
-    common.Column("finite_paper", "grad finite paper", align="left"),
+    *common.columns(_speedup_text, speedup_torch="torch/matbp", speedup_paper="paper/matbp"),
+    *common.columns(align="left", target="target", status="status", finite_matbp="grad finite matbp",
+                    finite_torch="grad finite torch", finite_paper="grad finite paper"),
     common.Column("err_matbp", "matbp err", ".1e"),
-    common.Column("correct", "correct", lambda v: "ok" if v else "WRONG", align="left"),
+    *common.standard_columns("correct"),
 ]
 
 
@@ -202,40 +223,17 @@ def o2p_row(shape: str, batch: int, dtype: torch.dtype, mode: str, device, *, bu
     _, m, d = O2P_SHAPES[shape]
     X_cpu, G_cpu = o2p.make_input(shape, batch, dtype, seed)
     X, G = X_cpu.to(device), G_cpu.to(device)
-    dname = str(dtype).replace("torch.", "")
+    dname = common.dtype_name(dtype)
     row: dict = {"shape": shape, "batch": batch, "m": m, "d": d, "dtype": dname, "mode": mode,
                  "errors": {}}
-
-    if mode == "fwd":
-        def make(f):
-            def call():
-                with torch.no_grad():
-                    return f(X)
-            return call
-    else:
-        def make(f):
-            def call():
-                Xl = X.detach().requires_grad_()
-                f(Xl).backward(G)
-                return Xl.grad
-            return call
-
-    fns = {}
-    results = {}
-    for name in O2P_COMPETITORS:  # warm-up, and the result for the checks
-        fn = make(O2P_FUNCS[name])
-        try:
-            results[name] = fn()
-            common.synchronize(device)
-            fns[name] = fn
-        except Exception as exc:  # a competitor that fails is a result
-            row["errors"][name] = _short_error(exc)
+    # Warm-up, and the results for the checks.
+    fns, results = warm_up(common.timed_calls(O2P_FUNCS, X, mode, grad=G), device, row["errors"])
 
     correct = "matbp" in results
     if mode == "fwd":
         if "matbp" in results:
             ref, _, _ = o2p._paper_forward64(X_cpu.to(torch.float64), o2p.EPS)
-            row["err_matbp"] = _rel_fro_max(results["matbp"].cpu(), ref)
+            row["err_matbp"] = common.rel_fro(results["matbp"].cpu(), ref)
             correct = row["err_matbp"] <= O2P_FWD_TOL[dname]
             row["check"] = "C vs float64 SVD-based C"
     else:
@@ -244,19 +242,13 @@ def o2p_row(shape: str, batch: int, dtype: torch.dtype, mode: str, device, *, bu
         if "matbp" in results:
             X64 = X_cpu.to(torch.float64).requires_grad_()
             o2p.matbp_o2p_log(X64).backward(G_cpu.to(torch.float64))
-            row["err_matbp"] = _rel_fro_max(results["matbp"].cpu(), X64.grad)
+            row["err_matbp"] = common.rel_fro(results["matbp"].cpu(), X64.grad)
             correct = row["finite_matbp"] == "yes" and row["err_matbp"] <= O2P_GRAD_TOL[dname]
             row["check"] = "gradient vs matbp float64 CPU"
     row["correct"] = bool(correct)
     del results
 
-    if fns:
-        t = measure(fns, device, budget_s=budget_s, max_repeats=O2P_MAX_REPEATS, repeats=repeats)
-        row["repeats"] = t["_repeats"]
-        row["inner"] = t["_inner"]
-        for name in fns:
-            row[f"{name}_ms"] = common.median(t[name])
-            row[f"{name}_samples_ms"] = t[name]
+    add_times(row, fns, device, budget_s=budget_s, max_repeats=O2P_MAX_REPEATS, repeats=repeats)
     if "matbp_ms" in row:
         for other in ("torch", "paper"):
             if f"{other}_ms" in row:
@@ -272,31 +264,24 @@ def o2p_row(shape: str, batch: int, dtype: torch.dtype, mode: str, device, *, bu
     return row
 
 
+def _o2p_progress(row: dict, seconds: float) -> str:
+    ms = {k: row.get(f"{k}_ms", float("nan")) for k in O2P_COMPETITORS}
+    return _progress(f"o2p_log {row['shape']:>7} B={row['batch']:<4} {row['dtype']:>7} {row['mode']:<7}",
+                     f"matbp {ms['matbp']:8.2f}  torch {ms['torch']:8.2f}  paper {ms['paper']:8.1f} ms  "
+                     f"torch/matbp {_speedup_text(row.get('speedup_torch'))}  "
+                     f"paper/matbp {_speedup_text(row.get('speedup_paper'))}", row, seconds)
+
+
 def run_o2p(shapes, dtypes, modes, device, clock: Clock, *, budget_s: float, repeats: int | None,
             seed: int) -> list[dict]:
-    rows = []
-    for shape in shapes:
-        B = O2P_SHAPES[shape][0]
-        for dt in dtypes:
-            for mode in modes:
-                t0 = time.perf_counter()
-                try:
-                    row = o2p_row(shape, B, DTYPES[dt], mode, device, budget_s=clock.budget(budget_s),
-                                  repeats=repeats, seed=seed, full_batch=True)
-                except Exception as exc:  # keep going: the other rows still run
-                    traceback.print_exc()
-                    row = {"shape": shape, "batch": B, "m": O2P_SHAPES[shape][1], "d": O2P_SHAPES[shape][2],
-                           "dtype": dt, "mode": mode, "correct": False, "errors": {"row": _short_error(exc)}}
-                torch.cuda.empty_cache()
-                rows.append(row)
-                print(f"  o2p_log {shape:>7} B={B:<4} {dt:>7} {mode:<7} reps={row.get('repeats', '-')!s:<3} "
-                      f"matbp {row.get('matbp_ms', float('nan')):8.2f}  torch {row.get('torch_ms', float('nan')):8.2f}  "
-                      f"paper {row.get('paper_ms', float('nan')):8.1f} ms  "
-                      f"torch/matbp {_speedup_text(row.get('speedup_torch'))}  "
-                      f"paper/matbp {_speedup_text(row.get('speedup_paper'))}  {row.get('status') or ''} "
-                      f"{'' if row['correct'] else 'WRONG '}{row.get('errors', '')} "
-                      f"[{time.perf_counter() - t0:.0f} s]", flush=True)
-    return rows
+    def one(shape, dt, mode):
+        B, m, d = O2P_SHAPES[shape]
+        return guarded_row(lambda: o2p_row(shape, B, DTYPES[dt], mode, device, budget_s=clock.budget(budget_s),
+                                           repeats=repeats, seed=seed, full_batch=True),
+                           {"shape": shape, "batch": B, "m": m, "d": d, "dtype": dt, "mode": mode})
+
+    return common.collect([(shape, dt, mode) for shape in shapes for dt in dtypes for mode in modes], one,
+                          _o2p_progress)
 
 
 def o2p_notes(rows: list[dict]) -> list[str]:
@@ -325,22 +310,14 @@ def o2p_notes(rows: list[dict]) -> list[str]:
 # --------------------------------------------------------------------------
 
 EIG_COLUMNS = [
-    common.Column("dtype", "dtype", align="left"),
-    common.Column("mode", "mode", align="left"),
-    common.Column("n", "n"),
-    common.Column("batch", "B"),
-    common.Column("repeats", "reps"),
-    common.Column("matbp_ms", "matbp ms", ".3f"),
-    common.Column("torch_ms", "torch ms", ".3f"),
-    common.Column("ratio", "matbp/torch", ".3f"),
+    *common.standard_columns("dtype", "mode", "n", "batch", "repeats"),
+    *common.columns(".3f", matbp_ms="matbp ms", torch_ms="torch ms"),
+    *common.standard_columns("ratio"),
     common.Column("status", "<= torch", align="left"),
     common.Column("cliff", "t(33)/t(32)", ".2f"),
     common.Column("cliff_status", "cliff", align="left"),
-    common.Column("eig_err", "eig err", ".1e"),
-    common.Column("recon_err", "recon err", ".1e"),
-    common.Column("orth_err", "orth err", ".1e"),
-    common.Column("grad_err", "grad err", ".1e"),
-    common.Column("correct", "correct", lambda v: "ok" if v else "WRONG", align="left"),
+    *common.columns(".1e", eig_err="eig err", recon_err="recon err", orth_err="orth err", grad_err="grad err"),
+    *common.standard_columns("correct"),
 ]
 
 
@@ -357,37 +334,18 @@ def _eig_grad(f, A: torch.Tensor, gL: torch.Tensor, G: torch.Tensor, w: torch.Te
 def eig_row(n: int, batch: int, dtype: torch.dtype, mode: str, device, *, budget_s: float,
             repeats: int | None, seed: int) -> dict:
     A = se.make_input(n, batch, dtype, seed, device=device)
-    dname = str(dtype).replace("torch.", "")
+    dname = common.dtype_name(dtype)
     row: dict = {"dtype": dname, "mode": mode, "n": n, "batch": batch, "errors": {}}
     g = torch.Generator().manual_seed(seed + 17 * n)
     gL = torch.randn(batch, n, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)
     gV = torch.randn(batch, n, n, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)
     funcs = {"matbp": matbp.sym_eig, "torch": torch.linalg.eigh}
 
-    if mode == "fwd":
-        def make(f):
-            def call():
-                with torch.no_grad():
-                    return f(A)
-            return call
-    else:
-        def make(f):
-            def call():
-                Al = A.detach().requires_grad_()
-                L, V = f(Al)
-                torch.autograd.backward((L, V), (gL, gV))
-                return Al.grad
-            return call
+    def backward(LV):
+        L, V = LV
+        torch.autograd.backward((L, V), (gL, gV))
 
-    fns, results = {}, {}
-    for name, f in funcs.items():
-        fn = make(f)
-        try:
-            results[name] = fn()
-            common.synchronize(device)
-            fns[name] = fn
-        except Exception as exc:
-            row["errors"][name] = _short_error(exc)
+    fns, results = warm_up(common.timed_calls(funcs, A, mode, backward=backward), device, row["errors"])
 
     correct = "matbp" in results
     if "matbp" in results:
@@ -404,19 +362,13 @@ def eig_row(n: int, batch: int, dtype: torch.dtype, mode: str, device, *, budget
             w = torch.linspace(-1.0, 1.0, n, dtype=torch.float64, device=device) if dtype == torch.float64 else None
             gm = _eig_grad(matbp.sym_eig, A, gL, G, w)
             gt = _eig_grad(torch.linalg.eigh, A.double(), gL, G, w)
-            row["grad_err"] = _rel_fro_max(gm, gt)
+            row["grad_err"] = common.rel_fro(gm, gt)
             correct = bool(torch.isfinite(gm).all()) and row["grad_err"] <= EIG_GRAD_TOL[dname]
             del gm, gt, G
     row["correct"] = bool(correct)
     del results
 
-    if fns:
-        t = measure(fns, device, budget_s=budget_s, max_repeats=EIG_MAX_REPEATS, repeats=repeats)
-        row["repeats"] = t["_repeats"]
-        row["inner"] = t["_inner"]
-        for name in fns:
-            row[f"{name}_ms"] = common.median(t[name])
-            row[f"{name}_samples_ms"] = t[name]
+    add_times(row, fns, device, budget_s=budget_s, max_repeats=EIG_MAX_REPEATS, repeats=repeats)
     if "matbp_ms" in row and "torch_ms" in row:
         row["ratio"] = row["matbp_ms"] / row["torch_ms"]
         row["status"] = "PASS" if row["ratio"] <= 1.0 else "FAIL"
@@ -439,28 +391,22 @@ def add_cliff(rows: list[dict]) -> None:
             r["cliff_status"] = "PASS" if r["cliff"] <= EIG_CLIFF_MAX else "FAIL"
 
 
+def _eig_progress(row: dict, seconds: float) -> str:
+    nan = float("nan")
+    return _progress(f"sym_eig {row['dtype']:>7} {row['mode']:<7} n={row['n']:<4} B={row['batch']:<5}",
+                     f"matbp {row.get('matbp_ms', nan):9.3f}  torch {row.get('torch_ms', nan):9.3f} ms  "
+                     f"ratio {row.get('ratio', nan):.3f}", row, seconds)
+
+
 def run_eig(sizes, dtypes, modes, device, clock: Clock, *, budget_s: float, repeats: int | None,
             seed: int) -> list[dict]:
-    rows = []
-    for dt in dtypes:
-        for mode in modes:
-            for n in sizes:
-                B = eig_batch(n)
-                t0 = time.perf_counter()
-                try:
-                    row = eig_row(n, B, DTYPES[dt], mode, device, budget_s=clock.budget(budget_s),
-                                  repeats=repeats, seed=seed)
-                except Exception as exc:
-                    traceback.print_exc()
-                    row = {"dtype": dt, "mode": mode, "n": n, "batch": B, "correct": False,
-                           "errors": {"row": _short_error(exc)}}
-                torch.cuda.empty_cache()
-                rows.append(row)
-                print(f"  sym_eig {dt:>7} {mode:<7} n={n:<4} B={B:<5} reps={row.get('repeats', '-')!s:<3} "
-                      f"matbp {row.get('matbp_ms', float('nan')):9.3f}  torch {row.get('torch_ms', float('nan')):9.3f} ms  "
-                      f"ratio {row.get('ratio', float('nan')):.3f}  {row.get('status') or ''} "
-                      f"{'' if row['correct'] else 'WRONG '}{row.get('errors', '')} "
-                      f"[{time.perf_counter() - t0:.0f} s]", flush=True)
+    def one(dt, mode, n):
+        B = eig_batch(n)
+        return guarded_row(lambda: eig_row(n, B, DTYPES[dt], mode, device, budget_s=clock.budget(budget_s),
+                                           repeats=repeats, seed=seed),
+                           {"dtype": dt, "mode": mode, "n": n, "batch": B})
+
+    rows = common.collect([(dt, mode, n) for dt in dtypes for mode in modes for n in sizes], one, _eig_progress)
     add_cliff(rows)
     return rows
 
@@ -638,10 +584,9 @@ def main(argv=None) -> int:
                   f"adaptive ({o2p_budget:g} s per o2p_log row, {eig_budget:g} s per sym_eig row, >= {MIN_REPEATS})",
                   "sample_s": SAMPLE_S, "seed": args.seed, "interleaved": True,
                   "elapsed_s": round(clock.elapsed(), 1)}
-        paths = common.write_tables(name, tables, env=env, out_dir=out_dir, title=TITLE, config=config,
-                                    notes=["- " + line for line in summary],
-                                    extra={"targets_passed": targets_ok, "summary": summary})
-        print("wrote " + ", ".join(os.path.relpath(x) for x in paths))
+        common.print_written(common.write_tables(name, tables, env=env, out_dir=out_dir, title=TITLE,
+                                                 config=config, notes=["- " + line for line in summary],
+                                                 extra={"targets_passed": targets_ok, "summary": summary}))
 
     if wrong or matbp_errors:
         return 1

@@ -63,7 +63,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 
@@ -105,38 +104,25 @@ VALUE_TOL = 1e-10
 GRAD_TOL = 1e-7
 
 DENSE_COLUMNS = [
-    common.Column("m", "m"),
-    common.Column("d", "d"),
-    common.Column("k", "k"),
-    common.Column("repeats", "reps"),
+    *common.standard_columns("m", "d", "k", "repeats"),
     common.Column("lowrank_ms", "low-rank ms", ".2f"),
     common.Column("dense_ms", "dense ms", ".1f"),
     common.Column("speedup", "dense/low-rank", ".1f"),
     common.Column("speedup_iqr", "IQR", lambda v: f"{v[0]:.1f}-{v[1]:.1f}"),
     common.Column("target", "target", lambda v: f">= {v:g}"),
-    common.Column("status", "status", align="left"),
-    common.Column("j1_rel", "J1 rel diff", ".1e"),
-    common.Column("j2_rel", "J2 rel diff", ".1e"),
-    common.Column("grad_rel", "gX rel diff", ".1e"),
+    *common.standard_columns("status"),
+    *common.columns(".1e", j1_rel="J1 rel diff", j2_rel="J2 rel diff", grad_rel="gX rel diff"),
     common.Column("ranks", "rank W,M (lr/dense)", align="left"),
-    common.Column("J1", "J1", ".6f"),
-    common.Column("J2", "J2", ".6f"),
+    *common.columns(".6f", J1="J1", J2="J2"),
 ]
 
 SCALE_COLUMNS = [
-    common.Column("batch", "B"),
-    common.Column("m", "m"),
-    common.Column("d", "d"),
-    common.Column("k", "k"),
-    common.Column("repeats", "reps"),
-    common.Column("fwd_ms", "fwd ms", ".1f"),
-    common.Column("fwdbwd_ms", "fwd+bwd ms", ".1f"),
-    common.Column("bwd_ms", "bwd ms (diff)", ".1f"),
-    common.Column("fwd_per_image_ms", "fwd ms/img", ".1f"),
-    common.Column("fwdbwd_per_image_ms", "fwd+bwd ms/img", ".1f"),
-    common.Column("ns_per_pixel", "fwd+bwd ns/px", ".1f"),
+    *common.standard_columns("batch", "m", "d", "k", "repeats"),
+    *common.columns(".1f", fwd_ms="fwd ms", fwdbwd_ms="fwd+bwd ms", bwd_ms="bwd ms (diff)",
+                    fwd_per_image_ms="fwd ms/img", fwdbwd_per_image_ms="fwd+bwd ms/img",
+                    ns_per_pixel="fwd+bwd ns/px"),
     common.Column("target", "target", lambda v: f"< {v:g} ms"),
-    common.Column("status", "status", align="left"),
+    *common.standard_columns("status"),
     common.Column("finite", "grad finite", lambda v: "yes" if v else "NO", align="left"),
 ]
 
@@ -192,13 +178,6 @@ def _rel(a: float, b: float) -> float:
     return abs(a - b) / max(abs(b), 1e-300)
 
 
-def _quartiles(xs: list[float]) -> tuple[float, float]:
-    if len(xs) < 2:
-        return (xs[0], xs[0])
-    q = statistics.quantiles(xs, n=4, method="inclusive")
-    return (q[0], q[2])
-
-
 # --------------------------------------------------------------------------
 # Part 1: low-rank vs dense
 # --------------------------------------------------------------------------
@@ -239,14 +218,11 @@ def bench_dense_one(m: int, *, d: int = D_FEAT, k: int = K_SEG, repeats: int | N
     del gl, gd
 
     fns = {"lowrank": lowrank, "dense": dense}
-    timing = common.time_interleaved_adaptive(fns, budget_s=budget_s, min_repeats=MIN_REPEATS,
-                                              max_repeats=MAX_REPEATS, repeats=repeats)
-    row["repeats"] = timing.pop("_repeats")
-    ms = {name: [s * 1e3 for s in v["samples"]] for name, v in timing.items()}
+    row["repeats"], ms = common.time_ms(fns, budget_s=budget_s, min_repeats=MIN_REPEATS,
+                                        max_repeats=MAX_REPEATS, repeats=repeats)
     row["lowrank_ms"] = common.median(ms["lowrank"])
     row["dense_ms"] = common.median(ms["dense"])
-    row["speedup"] = row["dense_ms"] / row["lowrank_ms"]
-    row["speedup_iqr"] = _quartiles([b / a for a, b in zip(ms["lowrank"], ms["dense"])])
+    row["speedup"], row["speedup_iqr"] = common.paired_ratio(ms["dense"], ms["lowrank"])
     tgt = SPEEDUP_TARGETS.get(m) if (d, k) == (D_FEAT, K_SEG) else None
     row["target"] = tgt
     row["status"] = ("PASS" if row["speedup"] >= tgt else "FAIL") if tgt else None
@@ -281,11 +257,8 @@ def bench_scale_one(m: int, batch: int = 1, *, d: int = D_FEAT, k: int = K_SEG,
     g = fwdbwd()  # warm-up
     finite = bool(torch.isfinite(g).all())
     del g
-    timing = common.time_interleaved_adaptive({"fwd": fwd, "fwdbwd": fwdbwd}, budget_s=budget_s,
-                                              min_repeats=MIN_REPEATS, max_repeats=MAX_REPEATS,
-                                              repeats=repeats)
-    reps = timing.pop("_repeats")
-    ms = {name: [s * 1e3 for s in v["samples"]] for name, v in timing.items()}
+    reps, ms = common.time_ms({"fwd": fwd, "fwdbwd": fwdbwd}, budget_s=budget_s, min_repeats=MIN_REPEATS,
+                              max_repeats=MAX_REPEATS, repeats=repeats)
     row: dict = {"part": "scaling", "batch": batch, "m": m, "d": d, "k": k, "repeats": reps,
                  "fwd_ms": common.median(ms["fwd"]), "fwdbwd_ms": common.median(ms["fwdbwd"])}
     row["bwd_ms"] = row["fwdbwd_ms"] - row["fwd_ms"]
@@ -305,6 +278,18 @@ def bench_scale_one(m: int, batch: int = 1, *, d: int = D_FEAT, k: int = K_SEG,
 # Driver, tables
 # --------------------------------------------------------------------------
 
+def _dense_progress(row: dict, seconds: float) -> str:
+    return (f"  dense   m={row['m']:<6} reps={row['repeats']:<2} low-rank {row['lowrank_ms']:9.2f} ms  "
+            f"dense {row['dense_ms']:10.1f} ms  x{row['speedup']:.1f} {row['status'] or ''}  "
+            f"J1 {row['j1_rel']:.1e} J2 {row['j2_rel']:.1e} gX {row['grad_rel']:.1e}  [{seconds:.0f} s]")
+
+
+def _scale_progress(row: dict, seconds: float) -> str:
+    return (f"  scaling B={row['batch']:<2} m={row['m']:<6} reps={row['repeats']:<2} fwd {row['fwd_ms']:8.1f} ms  "
+            f"fwd+bwd {row['fwdbwd_ms']:8.1f} ms  ({row['fwdbwd_per_image_ms']:.1f} ms/img) "
+            f"{row['status'] or ''}  [{seconds:.0f} s]")
+
+
 def run(dense_sizes=DEFAULT_DENSE_SIZES, sizes=DEFAULT_SIZES, batch_rows=DEFAULT_BATCH_ROWS,
         repeats: int | None = None, *, d: int = D_FEAT, k: int = K_SEG, seed: int = 0,
         budget_s: float = BUDGET_S, verbose: bool = False) -> list[dict]:
@@ -315,25 +300,11 @@ def run(dense_sizes=DEFAULT_DENSE_SIZES, sizes=DEFAULT_SIZES, batch_rows=DEFAULT
     rows.  ``repeats`` None picks an adaptive count (>= 3) from ``budget_s``
     seconds per case (the dense m = 4096 case ends up at the minimum, 3).
     """
-    rows = []
-    for m in dense_sizes:
-        t0 = time.perf_counter()
-        row = bench_dense_one(int(m), d=d, k=k, repeats=repeats, seed=seed, budget_s=budget_s)
-        if verbose:
-            print(f"  dense   m={m:<6} reps={row['repeats']:<2} low-rank {row['lowrank_ms']:9.2f} ms  "
-                  f"dense {row['dense_ms']:10.1f} ms  x{row['speedup']:.1f} {row['status'] or ''}  "
-                  f"J1 {row['j1_rel']:.1e} J2 {row['j2_rel']:.1e} gX {row['grad_rel']:.1e}  "
-                  f"[{time.perf_counter() - t0:.0f} s]", flush=True)
-        rows.append(row)
-    for B, m in [(1, m) for m in sizes] + [tuple(r) for r in batch_rows]:
-        t0 = time.perf_counter()
-        row = bench_scale_one(int(m), int(B), d=d, k=k, repeats=repeats, seed=seed, budget_s=budget_s)
-        if verbose:
-            print(f"  scaling B={B:<2} m={m:<6} reps={row['repeats']:<2} fwd {row['fwd_ms']:8.1f} ms  "
-                  f"fwd+bwd {row['fwdbwd_ms']:8.1f} ms  ({row['fwdbwd_per_image_ms']:.1f} ms/img) "
-                  f"{row['status'] or ''}  [{time.perf_counter() - t0:.0f} s]", flush=True)
-        rows.append(row)
-    return rows
+    dense = common.collect([(int(m),) for m in dense_sizes], lambda m: bench_dense_one(
+        m, d=d, k=k, repeats=repeats, seed=seed, budget_s=budget_s), _dense_progress if verbose else None)
+    scale_cases = [(int(m), int(B)) for B, m in [(1, m) for m in sizes] + [tuple(r) for r in batch_rows]]
+    return dense + common.collect(scale_cases, lambda m, B: bench_scale_one(
+        m, B, d=d, k=k, repeats=repeats, seed=seed, budget_s=budget_s), _scale_progress if verbose else None)
 
 
 def _split(rows):
@@ -355,13 +326,10 @@ def dense_notes(rows: list[dict]) -> list[str]:
         f"difference of J1, of J2 (tolerance {VALUE_TOL:g}) and ||gX_lr - gX_dense|| / ||gX_dense|| "
         f"(tolerance {GRAD_TOL:g}); ranks of W and M as low-rank / dense.",
     ]
-    missed = [f"m={r['m']} (x{r['speedup']:.1f})" for r in rows if r["status"] == "FAIL"]
-    if missed:
-        notes.append("Targets missed: " + "; ".join(missed))
-    wrong = [f"m={r['m']}" for r in rows if not r["correct"]]
-    if wrong:
-        notes.append("DISAGREEMENT (values, gradients, ranks or non-finite gradient): " + ", ".join(wrong))
-    return notes
+    common.add_note(notes, "Targets missed: ",
+                    [f"m={r['m']} (x{r['speedup']:.1f})" for r in rows if r["status"] == "FAIL"], sep="; ")
+    return common.add_note(notes, "DISAGREEMENT (values, gradients, ranks or non-finite gradient): ",
+                           [f"m={r['m']}" for r in rows if not r["correct"]])
 
 
 def scale_notes(rows: list[dict]) -> list[str]:
@@ -373,13 +341,10 @@ def scale_notes(rows: list[dict]) -> list[str]:
         "Target: fwd+bwd " + ", ".join(f"< {v:g} ms at B = {b}, m = {m}"
                                        for (b, m), v in FWD_BWD_TARGETS_MS.items()) + ".",
     ]
-    missed = [f"B={r['batch']} m={r['m']} ({r['fwdbwd_ms']:.1f} ms)" for r in rows if r["status"] == "FAIL"]
-    if missed:
-        notes.append("Targets missed: " + "; ".join(missed))
-    bad = [f"B={r['batch']} m={r['m']}" for r in rows if not r["finite"]]
-    if bad:
-        notes.append("NON-FINITE GRADIENT: " + ", ".join(bad))
-    return notes
+    common.add_note(notes, "Targets missed: ", [f"B={r['batch']} m={r['m']} ({r['fwdbwd_ms']:.1f} ms)"
+                                                for r in rows if r["status"] == "FAIL"], sep="; ")
+    return common.add_note(notes, "NON-FINITE GRADIENT: ",
+                           [f"B={r['batch']} m={r['m']}" for r in rows if not r["finite"]])
 
 
 def print_rows(rows: list[dict], env: dict | None = None) -> None:
@@ -445,48 +410,36 @@ def main(argv=None) -> int:
                    help=f"demo-sized run: dense m in {QUICK_DENSE_SIZES}, low-rank m in {QUICK_SIZES}, "
                         f"batched {QUICK_BATCH_ROWS} (B, m), about {QUICK_BUDGET_S:g} s per case; "
                         f"writes {NAME}_cpu_quick.*")
-    p.add_argument("--repeats", type=int, default=None,
-                   help=f"timed repetitions per case (default adaptive, {MIN_REPEATS}..{MAX_REPEATS})")
-    p.add_argument("--budget", type=float, default=None,
-                   help=f"seconds per case for adaptive repeats (default {BUDGET_S:g})")
+    common.add_case_arguments(p, min_repeats=MIN_REPEATS, max_repeats=MAX_REPEATS, budget_s=BUDGET_S)
     common.add_standard_arguments(p)
     p.add_argument("--profile", action="store_true",
                    help=f"also print a torch.profiler table of one fwd+bwd at m = {BSDS_M}")
-    args = common.parse_standard_arguments(p, argv)
+    args = common.parse_standard_arguments(p, argv, budget=(QUICK_BUDGET_S, BUDGET_S))
     dense_sizes = QUICK_DENSE_SIZES if args.quick else DEFAULT_DENSE_SIZES
     sizes = QUICK_SIZES if args.quick else DEFAULT_SIZES
     batch_rows = QUICK_BATCH_ROWS if args.quick else DEFAULT_BATCH_ROWS
-    budget = args.budget or (QUICK_BUDGET_S if args.quick else BUDGET_S)
 
-    env = common.environment("cpu")
-    print(f"{TITLE}\n{common.format_env(env)}", flush=True)
+    env = common.print_header(TITLE, "cpu")
     t_start = time.perf_counter()
-    rows = run(dense_sizes, sizes, batch_rows, args.repeats, seed=args.seed, budget_s=budget,
+    rows = run(dense_sizes, sizes, batch_rows, args.repeats, seed=args.seed, budget_s=args.budget,
                verbose=True)
     print()
     print_rows(rows)
     if not args.no_write:
-        config = {"dense_sizes": list(dense_sizes), "sizes": list(sizes),
-                  "batch_rows (B, m)": [list(r) for r in batch_rows], "d": D_FEAT, "k": K_SEG,
-                  "dtype": "float64", "input": "X = rand(m, d), labels = randint(0, k, m)",
-                  "repeats": args.repeats if args.repeats is not None else
-                  f"adaptive ({budget:g} s per case, {MIN_REPEATS}..{MAX_REPEATS})",
-                  "seed": args.seed, "interleaved": True}
-        name = f"{NAME}_{common.device_tag('cpu')}" + ("_quick" if args.quick else "")
-        paths = write(rows, env, args.out, name, config)
-        print("wrote " + ", ".join(os.path.relpath(x) for x in paths))
+        config = common.timing_config(args, MIN_REPEATS, MAX_REPEATS, {
+            "dense_sizes": list(dense_sizes), "sizes": list(sizes),
+            "batch_rows (B, m)": [list(r) for r in batch_rows], "d": D_FEAT, "k": K_SEG,
+            "dtype": "float64", "input": "X = rand(m, d), labels = randint(0, k, m)"})
+        common.print_written(write(rows, env, args.out, common.result_name(NAME, "cpu", args.quick), config))
     print(f"[total: {time.perf_counter() - t_start:.0f} s]", flush=True)
 
     if args.profile:
         print(f"\ntorch.profiler, one warm fwd+bwd of J1 + J2 at m = {BSDS_M}, d = {D_FEAT}, k = {K_SEG}:")
         print(profile_one(BSDS_M, seed=args.seed))
 
-    status = 0
-    if failures(rows):
-        status = 1
-    if args.strict and any(r["status"] == "FAIL" for r in rows):
-        status = 1
-    return status
+    if failures(rows) or (args.strict and any(r["status"] == "FAIL" for r in rows)):
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -62,7 +62,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import statistics
 import sys
 import time
 
@@ -217,25 +216,14 @@ def _target_text(t: dict) -> str:
 
 
 COLUMNS = [
-    common.Column("shape", "shape", align="left"),
-    common.Column("batch", "B"),
-    common.Column("m", "m"),
-    common.Column("d", "d"),
-    common.Column("dtype", "dtype", align="left"),
-    common.Column("mode", "mode", align="left"),
-    common.Column("repeats", "reps"),
-    common.Column("matbp_ms", "matbp ms", ".1f"),
-    common.Column("torch_ms", "torch ms", ".1f"),
-    common.Column("paper_ms", "paper ms", ".1f"),
-    common.Column("ratio_torch", "matbp/torch", ".3f"),
-    common.Column("ratio_paper", "matbp/paper", ".3f"),
+    *common.standard_columns("shape", "batch", "m", "d", "dtype", "mode", "repeats"),
+    *common.columns(".1f", matbp_ms="matbp ms", torch_ms="torch ms", paper_ms="paper ms"),
+    *common.columns(".3f", ratio_torch="matbp/torch", ratio_paper="matbp/paper"),
     common.Column("target", "target", _target_text, align="left"),
-    common.Column("status", "status", align="left"),
-    common.Column("finite_matbp", "grad finite matbp", align="left"),
-    common.Column("finite_torch", "grad finite torch", align="left"),
-    common.Column("finite_paper", "grad finite paper", align="left"),
-    common.Column("fwd_err_matbp", "C err matbp", ".1e"),
-    common.Column("fwd_err_torch", "C err torch", ".1e"),
+    *common.standard_columns("status"),
+    *common.columns(align="left", finite_matbp="grad finite matbp", finite_torch="grad finite torch",
+                    finite_paper="grad finite paper"),
+    *common.columns(".1e", fwd_err_matbp="C err matbp", fwd_err_torch="C err torch"),
 ]
 
 
@@ -249,33 +237,8 @@ def make_input(shape: str, batch: int, dtype: torch.dtype, seed: int = 0):
 
 
 def finite_text(grad: torch.Tensor) -> tuple[str, int]:
-    """'yes' if every entry is finite, else 'NaN in k/B' ('Inf in k/B' if no NaN)."""
-    B = grad.shape[0]
-    flat = grad.reshape(B, -1)
-    bad = (~torch.isfinite(flat)).any(dim=1)
-    k = int(bad.sum())
-    if k == 0:
-        return "yes", 0
-    kind = "NaN" if torch.isnan(flat).any() else "Inf"
-    return f"{kind} in {k}/{B}", k
-
-
-def _rel_fro(a: torch.Tensor, ref: torch.Tensor) -> float:
-    """max over the batch of ||a - ref||_F / ||ref||_F, in float64 (NaN if a is not finite)."""
-    a64 = a.detach().to(torch.float64)
-    num = torch.linalg.matrix_norm(a64 - ref)
-    den = torch.linalg.matrix_norm(ref).clamp_min(torch.finfo(torch.float64).tiny)
-    r = num / den
-    if not torch.isfinite(r).all():
-        return float("nan")
-    return r.max().item()
-
-
-def _quartiles(xs: list[float]) -> tuple[float, float]:
-    if len(xs) < 2:
-        return (xs[0], xs[0])
-    q = statistics.quantiles(xs, n=4, method="inclusive")
-    return (q[0], q[2])
+    """('yes', 0) if every entry is finite, else ('NaN in k/B', k) ('Inf in k/B' if no NaN)."""
+    return common.finite_text(grad, finite="yes", inf="Inf"), common.nonfinite_count(grad)
 
 
 def bench_one(shape: str, batch: int, dtype: torch.dtype, mode: str, *,
@@ -283,32 +246,16 @@ def bench_one(shape: str, batch: int, dtype: torch.dtype, mode: str, *,
               full_batch: bool = True) -> dict:
     _, m, d = SHAPES[shape]
     X, G = make_input(shape, batch, dtype, seed)
+    fns = common.timed_calls(FUNCS, X, mode, grad=G)
 
-    if mode == "fwd":
-        def make(f):
-            def call():
-                with torch.no_grad():
-                    return f(X)
-            return call
-    elif mode == "fwd+bwd":
-        def make(f):
-            def call():
-                Xl = X.detach().requires_grad_()
-                f(Xl).backward(G)
-                return Xl.grad
-            return call
-    else:
-        raise ValueError(f"unknown mode {mode!r}")
-    fns = {name: make(FUNCS[name]) for name in COMPETITORS}
-
-    row: dict = {"shape": shape, "batch": batch, "m": m, "d": d,
-                 "dtype": str(dtype).replace("torch.", ""), "mode": mode}
+    row: dict = {"shape": shape, "batch": batch, "m": m, "d": d, "dtype": common.dtype_name(dtype),
+                 "mode": mode}
 
     # Warm-up (untimed) doubles as the correctness / finiteness check.
     if mode == "fwd":
         ref, _, _ = _paper_forward64(X.to(torch.float64), EPS)
         for name in ("matbp", "torch"):
-            row[f"fwd_err_{name}"] = _rel_fro(fns[name](), ref)
+            row[f"fwd_err_{name}"] = common.rel_fro(fns[name](), ref)
         fns["paper"]()
         del ref
     else:
@@ -317,15 +264,12 @@ def bench_one(shape: str, batch: int, dtype: torch.dtype, mode: str, *,
             row[f"finite_{name}"] = text
             row[f"nonfinite_{name}"] = k
 
-    timing = common.time_interleaved_adaptive(fns, budget_s=budget_s, min_repeats=MIN_REPEATS,
-                                              max_repeats=MAX_REPEATS, repeats=repeats)
-    row["repeats"] = timing.pop("_repeats")
-    ms = {k: [s * 1e3 for s in v["samples"]] for k, v in timing.items()}
+    row["repeats"], ms = common.time_ms(fns, budget_s=budget_s, min_repeats=MIN_REPEATS,
+                                        max_repeats=MAX_REPEATS, repeats=repeats)
     for name in COMPETITORS:
         row[f"{name}_ms"] = common.median(ms[name])
     for other in ("torch", "paper"):
-        row[f"ratio_{other}"] = row["matbp_ms"] / row[f"{other}_ms"]
-        row[f"ratio_{other}_iqr"] = _quartiles([a / b for a, b in zip(ms["matbp"], ms[other])])
+        row[f"ratio_{other}"], row[f"ratio_{other}_iqr"] = common.paired_ratio(ms["matbp"], ms[other])
 
     tgt = TARGETS.get(shape) if (full_batch and row["dtype"] == TARGET_DTYPE
                                   and mode == TARGET_MODE) else None
@@ -337,6 +281,14 @@ def bench_one(shape: str, batch: int, dtype: torch.dtype, mode: str, *,
     return row
 
 
+def _progress(row: dict, seconds: float) -> str:
+    fin = " ".join(f"{n}:{row.get('finite_' + n)}" for n in COMPETITORS) if row["mode"] == "fwd+bwd" else ""
+    return (f"  {row['shape']:>7} B={row['batch']:<4} {row['dtype']:>7} {row['mode']:<7} "
+            f"reps={row['repeats']:<2} matbp {row['matbp_ms']:8.1f}  torch {row['torch_ms']:8.1f}  "
+            f"paper {row['paper_ms']:8.1f} ms  m/t {row['ratio_torch']:.3f}  "
+            f"m/p {row['ratio_paper']:.3f}  {row['status'] or ''} {fin} [{seconds:.0f} s]")
+
+
 def run(shapes=DEFAULT_SHAPES, dtypes=DEFAULT_DTYPES, modes=MODES, repeats: int | None = None, *,
         batch_scale: float = 1.0, seed: int = 0, budget_s: float = BUDGET_S,
         verbose: bool = False) -> list[dict]:
@@ -346,25 +298,11 @@ def run(shapes=DEFAULT_SHAPES, dtypes=DEFAULT_DTYPES, modes=MODES, repeats: int 
     shape's B (targets are only marked at ``batch_scale == 1``); ``repeats``
     None picks an adaptive count (>= 3) from ``budget_s`` seconds per case.
     """
-    rows = []
-    for shape in shapes:
-        B = max(1, int(round(SHAPES[shape][0] * batch_scale)))
-        for dt in dtypes:
-            dtype = DTYPES[dt] if isinstance(dt, str) else dt
-            for mode in modes:
-                t0 = time.perf_counter()
-                row = bench_one(shape, B, dtype, mode, repeats=repeats, seed=seed,
-                                budget_s=budget_s, full_batch=batch_scale == 1.0)
-                if verbose:
-                    fin = " ".join(f"{n}:{row.get('finite_' + n)}" for n in COMPETITORS) \
-                        if mode == "fwd+bwd" else ""
-                    print(f"  {shape:>7} B={B:<4} {row['dtype']:>7} {mode:<7} reps={row['repeats']:<2} "
-                          f"matbp {row['matbp_ms']:8.1f}  torch {row['torch_ms']:8.1f}  "
-                          f"paper {row['paper_ms']:8.1f} ms  m/t {row['ratio_torch']:.3f}  "
-                          f"m/p {row['ratio_paper']:.3f}  {row['status'] or ''} {fin} "
-                          f"[{time.perf_counter() - t0:.0f} s]", flush=True)
-                rows.append(row)
-    return rows
+    cases = [(shape, max(1, int(round(SHAPES[shape][0] * batch_scale))), common.as_dtype(dt), mode)
+             for shape in shapes for dt in dtypes for mode in modes]
+    return common.collect(cases, lambda *case: bench_one(*case, repeats=repeats, seed=seed, budget_s=budget_s,
+                                                         full_batch=batch_scale == 1.0),
+                          _progress if verbose else None)
 
 
 def notes_for(rows: list[dict]) -> list[str]:
@@ -382,14 +320,10 @@ def notes_for(rows: list[dict]) -> list[str]:
         "gradient entry (NaN, or 'Inf' when no entry is NaN). C err (fwd rows): max over the batch of "
         "||C - C_ref||_F / ||C_ref||_F, C_ref = the float64 SVD-based C at X (as given in its dtype).",
     ]
-    missed = [f"{r['shape']} {r['dtype']} {r['mode']} (m/t {r['ratio_torch']:.3f}, m/p {r['ratio_paper']:.3f})"
-              for r in rows if r["status"] == "FAIL"]
-    if missed:
-        notes.append("Targets missed: " + "; ".join(missed))
-    bad = matbp_failures(rows)
-    if bad:
-        notes.append("MATBP FAILURES: " + "; ".join(bad))
-    return notes
+    common.add_note(notes, "Targets missed: ", [
+        f"{r['shape']} {r['dtype']} {r['mode']} (m/t {r['ratio_torch']:.3f}, m/p {r['ratio_paper']:.3f})"
+        for r in rows if r["status"] == "FAIL"], sep="; ")
+    return common.add_note(notes, "MATBP FAILURES: ", matbp_failures(rows), sep="; ")
 
 
 def matbp_failures(rows: list[dict]) -> list[str]:
@@ -412,29 +346,12 @@ def print_rows(rows: list[dict], env: dict | None = None) -> None:
 # Accuracy table
 # --------------------------------------------------------------------------
 
-def _fmt_err(v) -> str:
-    if isinstance(v, str):
-        return v
-    if v is None:
-        return "-"
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "inf"
-    return f"{v:.1e}"
-
-
 ACC_COLUMNS = [
-    common.Column("m", "m"),
-    common.Column("d", "d"),
+    *common.standard_columns("m", "d"),
     common.Column("gap", "gap g", lambda v: "0 (tie)" if v == 0 else f"{v:.0e}"),
     common.Column("ref", "reference", ".6e"),
-    common.Column("matbp_float64", "matbp f64", _fmt_err),
-    common.Column("torch_float64", "torch f64", _fmt_err),
-    common.Column("paper_float64", "paper f64", _fmt_err),
-    common.Column("matbp_float32", "matbp f32", _fmt_err),
-    common.Column("torch_float32", "torch f32", _fmt_err),
-    common.Column("paper_float32", "paper f32", _fmt_err),
+    *[common.Column(f"{name}_{dt}", f"{name} f{dt[-2:]}", common.fmt_err)
+      for dt in ("float64", "float32") for name in COMPETITORS],
 ]
 
 
@@ -496,7 +413,7 @@ def run_accuracy(shapes=ACC_SHAPES, gaps=ACC_GAPS, dtypes=("float64", "float32")
                 row["ref"] = row[f"ref_{dtypes[0]}"]
             if verbose:
                 print(f"  m={m:<3} d={d:<3} g={gap:<7g} " + "  ".join(
-                    f"{n} {dt} {_fmt_err(row[f'{n}_{dt}'])}" for dt in dtypes for n in COMPETITORS),
+                    f"{n} {dt} {common.fmt_err(row[f'{n}_{dt}'])}" for dt in dtypes for n in COMPETITORS),
                     flush=True)
             rows.append(row)
     return rows
@@ -527,13 +444,8 @@ def main(argv=None) -> int:
     p.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), default=None,
                    help=f"shapes by name (default {' '.join(DEFAULT_SHAPES)}; --quick: "
                         f"{' '.join(QUICK_SHAPES)})")
-    p.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=None,
-                   help="dtypes (default float64 float32)")
-    p.add_argument("--modes", nargs="+", choices=MODES, default=None, help="modes (default both)")
-    p.add_argument("--repeats", type=int, default=None,
-                   help=f"timed repetitions per case (default adaptive, {MIN_REPEATS}..{MAX_REPEATS})")
-    p.add_argument("--budget", type=float, default=None,
-                   help=f"seconds per case for adaptive repeats (default {BUDGET_S:g})")
+    common.add_case_arguments(p, dtypes=DTYPES, default_dtypes=DEFAULT_DTYPES, modes=MODES,
+                              min_repeats=MIN_REPEATS, max_repeats=MAX_REPEATS, budget_s=BUDGET_S)
     p.add_argument("--batch-scale", type=float, default=None,
                    help="scale every shape's batch size (default 1; --quick: 0.1)")
     p.add_argument("--quick", action="store_true",
@@ -542,39 +454,27 @@ def main(argv=None) -> int:
     p.add_argument("--skip-accuracy", action="store_true", help="skip the gradient accuracy table")
     p.add_argument("--skip-timing", action="store_true", help="skip the timing table")
     common.add_standard_arguments(p)
-    args = common.parse_standard_arguments(p, argv)
-    shapes = args.shapes or (QUICK_SHAPES if args.quick else DEFAULT_SHAPES)
-    dtypes = args.dtypes or DEFAULT_DTYPES
-    modes = args.modes or MODES
-    batch_scale = args.batch_scale or (QUICK_BATCH_SCALE if args.quick else 1.0)
-    budget = args.budget or (QUICK_BUDGET_S if args.quick else BUDGET_S)
+    args = common.parse_standard_arguments(p, argv, shapes=(QUICK_SHAPES, DEFAULT_SHAPES),
+                                           batch_scale=(QUICK_BATCH_SCALE, 1.0), budget=(QUICK_BUDGET_S, BUDGET_S))
     suffix = "_quick" if args.quick else ""
 
-    env = common.environment("cpu")
-    print(f"{TITLE}\n{common.format_env(env)}", flush=True)
+    env = common.print_header(TITLE, "cpu")
     status = 0
     t_start = time.perf_counter()
 
     if not args.skip_timing:
-        rows = run(shapes, dtypes, modes, args.repeats, batch_scale=batch_scale, seed=args.seed,
-                   budget_s=budget, verbose=True)
+        rows = run(args.shapes, args.dtypes, args.modes, args.repeats, batch_scale=args.batch_scale,
+                   seed=args.seed, budget_s=args.budget, verbose=True)
         print()
         print_rows(rows)
-        if not args.no_write:
-            config = {"shapes": {s: [max(1, int(round(SHAPES[s][0] * batch_scale))), *SHAPES[s][1:]]
-                                 for s in shapes},
-                      "dtypes": list(dtypes), "modes": list(modes), "eps": EPS,
-                      "input": "randn(B, m, d) / sqrt(m), float64 draw then cast",
-                      "repeats": args.repeats if args.repeats is not None else
-                      f"adaptive ({budget:g} s per case, {MIN_REPEATS}..{MAX_REPEATS})",
-                      "seed": args.seed, "interleaved": True}
-            paths = common.write_results(f"{NAME}_{common.device_tag('cpu')}{suffix}", rows, COLUMNS,
-                                         env=env, out_dir=args.out, title=TITLE, config=config,
-                                         notes=notes_for(rows))
-            print("wrote " + ", ".join(os.path.relpath(x) for x in paths))
-        if matbp_failures(rows):
-            status = 1
-        if args.strict and any(r["status"] == "FAIL" for r in rows):
+        config = common.timing_config(args, MIN_REPEATS, MAX_REPEATS, {
+            "shapes": {s: [max(1, int(round(SHAPES[s][0] * args.batch_scale))), *SHAPES[s][1:]]
+                       for s in args.shapes},
+            "dtypes": args.dtypes, "modes": args.modes, "eps": EPS,
+            "input": "randn(B, m, d) / sqrt(m), float64 draw then cast"})
+        common.save(args, common.result_name(NAME, "cpu", args.quick), rows, COLUMNS, env=env, title=TITLE,
+                    config=config, notes=notes_for(rows))
+        if matbp_failures(rows) or (args.strict and any(r["status"] == "FAIL" for r in rows)):
             status = 1
         print(f"[timing table: {time.perf_counter() - t_start:.0f} s]\n", flush=True)
 
@@ -584,14 +484,11 @@ def main(argv=None) -> int:
         acc = run_accuracy(ACC_SHAPES, gaps, seed=args.seed, verbose=True)
         print()
         print_accuracy_rows(acc)
-        if not args.no_write:
-            config = {"shapes (m, d)": [list(s) for s in ACC_SHAPES], "gaps": list(gaps), "eps": EPS,
-                      "batch": 1, "reference": "mpmath, 80 digits, central difference step 1e-30",
-                      "seed": args.seed}
-            paths = common.write_results(f"{ACC_NAME}{suffix}", acc, ACC_COLUMNS, env=env,
-                                         out_dir=args.out, title=ACC_TITLE, config=config,
-                                         notes=accuracy_notes())
-            print("wrote " + ", ".join(os.path.relpath(x) for x in paths))
+        config = {"shapes (m, d)": [list(s) for s in ACC_SHAPES], "gaps": list(gaps), "eps": EPS,
+                  "batch": 1, "reference": "mpmath, 80 digits, central difference step 1e-30",
+                  "seed": args.seed}
+        common.save(args, f"{ACC_NAME}{suffix}", acc, ACC_COLUMNS, env=env, title=ACC_TITLE, config=config,
+                    notes=accuracy_notes())
         print(f"[accuracy table: {time.perf_counter() - t_acc:.0f} s]", flush=True)
 
     return status

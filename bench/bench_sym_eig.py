@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 
 import torch
@@ -66,20 +65,12 @@ TOL_FACTOR = 10.0
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 COLUMNS = [
-    common.Column("dtype", "dtype", align="left"),
-    common.Column("n", "n"),
-    common.Column("batch", "B"),
-    common.Column("repeats", "reps"),
-    common.Column("matbp_ms", "matbp ms", ".3f"),
-    common.Column("torch_ms", "torch ms", ".3f"),
-    common.Column("ratio", "matbp/torch", ".3f"),
-    common.Column("ratio_iqr", "ratio IQR", lambda v: f"{v[0]:.2f}-{v[1]:.2f}"),
+    *common.standard_columns("dtype", "n", "batch", "repeats"),
+    *common.timing_columns(("matbp", "torch"), ".3f"),
     common.Column("target", "target", lambda v: f"<= {v}"),
-    common.Column("status", "status", align="left"),
-    common.Column("eig_err", "eig err", ".1e"),
-    common.Column("recon_err", "recon err", ".1e"),
-    common.Column("orth_err", "orth err", ".1e"),
-    common.Column("correct", "correct", lambda v: "ok" if v else "WRONG", align="left"),
+    *common.standard_columns("status"),
+    *common.columns(".1e", eig_err="eig err", recon_err="recon err", orth_err="orth err"),
+    *common.standard_columns("correct"),
 ]
 
 
@@ -113,13 +104,6 @@ def check(a: torch.Tensor, lm: torch.Tensor, vm: torch.Tensor, lt: torch.Tensor)
     }
 
 
-def _quartiles(xs: list[float]) -> tuple[float, float]:
-    if len(xs) < 2:
-        return (xs[0], xs[0])
-    q = statistics.quantiles(xs, n=4, method="inclusive")
-    return (q[0], q[2])
-
-
 def bench_one(n: int, batch: int, dtype: torch.dtype, *, repeats: int | None = None,
               seed: int = 0, device: str = "cpu", budget_s: float = BUDGET_S) -> dict:
     a = make_input(n, batch, dtype, seed, device)
@@ -142,19 +126,17 @@ def bench_one(n: int, batch: int, dtype: torch.dtype, *, repeats: int | None = N
         timing = common.time_interleaved(fns, repeats=repeats, warmup=0, device=device)
 
     ms = {k: [s * 1e3 for s in v["samples"]] for k, v in timing.items()}
-    m_ms, t_ms = common.median(ms["matbp"]), common.median(ms["torch"])
-    ratio = m_ms / t_ms
-    paired = [m / t for m, t in zip(ms["matbp"], ms["torch"])]
+    ratio, ratio_iqr = common.paired_ratio(ms["matbp"], ms["torch"])
     targeted = dtype == TARGET_DTYPE and n in TARGET_SIZES and batch == TARGET_BATCH
     row = {
-        "dtype": str(dtype).replace("torch.", ""),
+        "dtype": common.dtype_name(dtype),
         "n": n,
         "batch": batch,
         "repeats": repeats,
-        "matbp_ms": m_ms,
-        "torch_ms": t_ms,
+        "matbp_ms": common.median(ms["matbp"]),
+        "torch_ms": common.median(ms["torch"]),
         "ratio": ratio,
-        "ratio_iqr": _quartiles(paired),
+        "ratio_iqr": ratio_iqr,
         "target": TARGET_RATIO if targeted else None,
         "status": ("PASS" if ratio <= TARGET_RATIO else "FAIL") if targeted else None,
         **result,
@@ -162,6 +144,12 @@ def bench_one(n: int, batch: int, dtype: torch.dtype, *, repeats: int | None = N
         "torch_samples_ms": ms["torch"],
     }
     return row
+
+
+def _progress(row: dict, seconds: float) -> str:
+    return (f"  {row['dtype']:>7} n={row['n']:<4} reps={row['repeats']:<3} "
+            f"matbp {row['matbp_ms']:9.3f} ms  torch {row['torch_ms']:9.3f} ms  "
+            f"ratio {row['ratio']:.3f}  {row['status'] or ''}")
 
 
 def run(sizes=DEFAULT_SIZES, batch: int = DEFAULT_BATCH, dtypes=DEFAULT_DTYPES,
@@ -172,18 +160,10 @@ def run(sizes=DEFAULT_SIZES, batch: int = DEFAULT_BATCH, dtypes=DEFAULT_DTYPES,
     ``dtypes`` are names ("float32", "float64") or torch dtypes; ``repeats``
     None picks an adaptive count (>= 3, more for small n).
     """
-    rows = []
-    for d in dtypes:
-        dtype = DTYPES[d] if isinstance(d, str) else d
-        for n in sizes:
-            row = bench_one(int(n), int(batch), dtype, repeats=repeats, seed=seed,
-                            device=device, budget_s=budget_s)
-            if verbose:
-                print(f"  {row['dtype']:>7} n={n:<4} reps={row['repeats']:<3} "
-                      f"matbp {row['matbp_ms']:9.3f} ms  torch {row['torch_ms']:9.3f} ms  "
-                      f"ratio {row['ratio']:.3f}  {row['status'] or ''}", flush=True)
-            rows.append(row)
-    return rows
+    cases = [(int(n), common.as_dtype(d)) for d in dtypes for n in sizes]
+    return common.collect(cases, lambda n, dtype: bench_one(n, int(batch), dtype, repeats=repeats, seed=seed,
+                                                            device=device, budget_s=budget_s),
+                          _progress if verbose else None)
 
 
 def notes_for(rows: list[dict]) -> list[str]:
@@ -195,13 +175,10 @@ def notes_for(rows: list[dict]) -> list[str]:
         f"recon err = ||V diag(L) V^T - A||_F / ||A||_F, orth err = ||V^T V - I||_F / sqrt(n); "
         f"tolerance {TOL_FACTOR:g} * n * eps(dtype).",
     ]
-    wrong = [f"{r['dtype']} n={r['n']}" for r in rows if not r["correct"]]
-    if wrong:
-        notes.append("CORRECTNESS FAILURES: " + ", ".join(wrong))
-    missed = [f"{r['dtype']} n={r['n']} ({r['ratio']:.3f})" for r in rows if r["status"] == "FAIL"]
-    if missed:
-        notes.append("Targets missed: " + ", ".join(missed))
-    return notes
+    common.add_note(notes, "CORRECTNESS FAILURES: ",
+                    [f"{r['dtype']} n={r['n']}" for r in rows if not r["correct"]])
+    return common.add_note(notes, "Targets missed: ", [f"{r['dtype']} n={r['n']} ({r['ratio']:.3f})"
+                                                       for r in rows if r["status"] == "FAIL"])
 
 
 def print_rows(rows: list[dict], env: dict | None = None) -> None:
@@ -213,46 +190,17 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", type=int, nargs="+", default=None,
                    help=f"matrix sizes n (default {' '.join(map(str, DEFAULT_SIZES))})")
     p.add_argument("--batch", type=int, default=None, help=f"batch size B (default {DEFAULT_BATCH})")
-    p.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=None,
-                   help="dtypes (default float32 float64)")
-    p.add_argument("--repeats", type=int, default=None,
-                   help=f"timed repetitions per case (default adaptive, {MIN_REPEATS}..{MAX_REPEATS})")
-    p.add_argument("--quick", action="store_true",
-                   help=f"demo-sized run: n in {QUICK_SIZES}, B={QUICK_BATCH}, about "
-                        f"{QUICK_BUDGET_S:g} s per case; writes {NAME}_<device>_quick.*")
-    p.add_argument("--budget", type=float, default=None,
-                   help=f"seconds per case for adaptive repeats (default {BUDGET_S:g})")
-    common.add_standard_arguments(p)
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    args = common.parse_standard_arguments(p, argv)
-    sizes = args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES)
-    batch = args.batch or (QUICK_BATCH if args.quick else DEFAULT_BATCH)
-    dtypes = args.dtypes or DEFAULT_DTYPES
-    repeats = args.repeats
-    budget = args.budget or (QUICK_BUDGET_S if args.quick else BUDGET_S)
-
-    env = common.environment(args.device)
-    print(f"{TITLE}\n{common.format_env(env)}", flush=True)
-    rows = run(sizes, batch, dtypes, repeats, seed=args.seed, device=args.device,
-               budget_s=budget, verbose=True)
-    print()
-    print_rows(rows)
-
-    if not args.no_write:
-        name = f"{NAME}_{common.device_tag(args.device)}" + ("_quick" if args.quick else "")
-        config = {"sizes": list(sizes), "batch": batch, "dtypes": list(dtypes),
-                  "repeats": repeats if repeats is not None else f"adaptive ({budget:g} s per case, "
-                                                                 f"{MIN_REPEATS}..{MAX_REPEATS})",
-                  "seed": args.seed, "interleaved": True}
-        paths = common.write_results(name, rows, COLUMNS, env=env, out_dir=args.out,
-                                     title=TITLE, config=config, notes=notes_for(rows))
-        print("wrote " + ", ".join(os.path.relpath(x) for x in paths))
-
-    if not all(r["correct"] for r in rows):
-        return 1
-    if args.strict and any(r["status"] == "FAIL" for r in rows):
-        return 1
-    return 0
+    common.add_case_arguments(p, dtypes=DTYPES, default_dtypes=DEFAULT_DTYPES, min_repeats=MIN_REPEATS,
+                              max_repeats=MAX_REPEATS, budget_s=BUDGET_S, quick=common.quick_help(
+                                  f"n in {QUICK_SIZES}, B={QUICK_BATCH}", QUICK_BUDGET_S, NAME))
+    common.add_standard_arguments(p, device="cpu")
+    args = common.parse_standard_arguments(p, argv, sizes=(QUICK_SIZES, DEFAULT_SIZES),
+                                           batch=(QUICK_BATCH, DEFAULT_BATCH), budget=(QUICK_BUDGET_S, BUDGET_S))
+    config = common.timing_config(args, MIN_REPEATS, MAX_REPEATS,
+                                  {"sizes": list(args.sizes), "batch": args.batch, "dtypes": args.dtypes})
+    return common.run_table(args, NAME, TITLE, COLUMNS, lambda: run(
+        args.sizes, args.batch, args.dtypes, args.repeats, seed=args.seed, device=args.device,
+        budget_s=args.budget, verbose=True), notes_for, config=config, elapsed=False)
 
 
 if __name__ == "__main__":

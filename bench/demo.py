@@ -164,9 +164,9 @@ def ncut_check():
     for r in range(4):
         means[r, 2 * r : 2 * r + 2] = 1.0
     feats = means[gt.flatten()] + 0.1 * torch.rand(H * W, 8, generator=g, dtype=torch.float64)
-    segs = matbp.ncut.segment(feats, (H, W), ks=(2, 3, 4, 5, 6))
+    segs = matbp.segmentation.segment(feats, (H, W), ks=(2, 3, 4, 5, 6))
     cov = matbp.metrics.image_covering(segs, [gt])
-    ok &= check("ncut.segment + covering on a synthetic 48x48 image", cov["best"] > 0.9,
+    ok &= check("segmentation.segment + covering on a synthetic 48x48 image", cov["best"] > 0.9,
                 f"best covering {cov['best']:.3f} over k = 2..6")
     return ok
 

@@ -1,15 +1,15 @@
-"""Normalized-cuts objectives and the projector op, against the paper's dense
-m×m formulas (eqs. 17–23) and float64 finite differences."""
+"""Normalized-cuts objectives (matbp.ncut_j1, ncut_j2, ncut_degrees and the
+op torch.ops.matbp.ncut_projector_distance), against the paper's dense m×m
+formulas (eqs. 17–23) and float64 finite differences. The projector op
+(matbp.projector) is tested in test_projector.py, segmentation inference
+(matbp.segmentation) in test_segmentation.py."""
 
 import pytest
 import torch
 from torch.autograd import gradcheck
 
 import matbp
-
-
-def gen(seed):
-    return torch.Generator().manual_seed(seed)
+from conftest import F64, check_on_device, gen, tols
 
 
 def features(m, d, seed=0, batch=()):
@@ -105,19 +105,22 @@ def test_j2_value_and_gradient_match_dense_formulas(with_lambda, ids):
         assert (Lr.grad - gL_ref).norm().item() <= 1e-8 * scale
 
 
-def test_j2_rank_deficient_features():
+def test_j2_rank_deficient_features(device):
     # Duplicated feature columns: rank(W) = 4 < d = 6.
     X = features(40, 4, seed=4)
     X = torch.cat([X, X[:, :2]], dim=1)
     labels = random_labels(40, [0, 1, 2], seed=5)
-    J, rank = matbp.ncut_j2(X.clone().requires_grad_(), labels, return_rank=True)
-    assert rank.item() == 4
+    Xd, Ld = X.to(device), labels.to(device)
+    J, rank = matbp.ncut_j2(Xd.clone().requires_grad_(), Ld, return_rank=True)
+    assert rank.item() == 4 and rank.device.type == device
     J_ref, gX_ref, _ = dense_j2(X, labels)
-    Xr = X.clone().requires_grad_()
-    matbp.ncut_j2(Xr, labels).backward()
+    Xr = Xd.clone().requires_grad_()
+    matbp.ncut_j2(Xr, Ld).backward()
     assert abs(J.item() - J_ref.item()) <= 1e-10 * J_ref.item()
-    assert rel(Xr.grad, gX_ref) < 1e-8
-    assert matbp.affinity_rank(X).item() == 4
+    assert rel(Xr.grad.cpu(), gX_ref) < 1e-8
+    assert matbp.affinity_rank(Xd).item() == 4
+    # On CUDA: the CPU kernel's value and gradient.
+    check_on_device(lambda X, lab: matbp.ncut_j2(X, lab), [X, labels], device, tol=1e-10, grad_tol=1e-8)
 
 
 def lowrank_j2(X, labels, Lam=None):
@@ -152,25 +155,33 @@ def test_j2_tall_blocked_qr_matches_one_qr():
             assert rel(Xr.grad[b], Xb.grad) < 1e-9
 
 
-def test_j2_tall_blocked_qr_rank_deficient():
-    # A duplicated column and a row block of zeros: rank 5 of d = 6, and a
-    # block whose R factor is 0.
-    X = features(TALL_M, 5, seed=14)
-    X = torch.cat([X, X[:, :1]], dim=1)
-    X[2048:4096] = 0
-    labels = random_labels(TALL_M, [1, 2, 4], seed=15)
-    J, rank = matbp.ncut_j2(X, labels, return_rank=True)
-    J_ref, rank_ref = lowrank_j2(X, labels)
-    assert rank.item() == rank_ref == 5
-    assert abs(J.item() - J_ref.item()) <= 1e-12 * J_ref.item()
+def test_j2_tall_blocked_qr_rank_deficient(device):
+    # A duplicated column: rank 5 of d = 6; in image 0 also a row block of
+    # zeros, a block whose R factor is 0 (row blocks: one LAPACK call each on
+    # the CPU, ATen's batched QR on CUDA).
+    X = torch.stack([features(TALL_M, 5, seed=14), features(TALL_M, 5, seed=21)])
+    X = torch.cat([X, X[..., :1]], dim=-1)
+    X[0, 2048:4096] = 0
+    labels = torch.stack([random_labels(TALL_M, [1, 2, 4], seed=15), random_labels(TALL_M, range(6), seed=22)])
+    Xd, Ld = X.to(device), labels.to(device)
+    J, rank = matbp.ncut_j2(Xd, Ld, return_rank=True)
+    assert rank.tolist() == [5, 5] and matbp.affinity_rank(Xd).tolist() == [5, 5]
+    if device == "cpu":  # against one unblocked QR
+        for b in range(2):
+            J_ref, rank_ref = lowrank_j2(X[b], labels[b])
+            assert rank_ref == 5
+            assert abs(J[b].item() - J_ref.item()) <= 1e-12 * J_ref.item()
+    # On CUDA: the CPU kernel's value and gradient.
+    check_on_device(lambda X, lab: matbp.ncut_j2(X, lab), [X, labels], device, tol=1e-10, grad_tol=1e-8)
     # The gradient along two random directions, by central differences.
-    Xr = X.clone().requires_grad_()
-    matbp.ncut_j2(Xr, labels).backward()
+    Xr = Xd.clone().requires_grad_()
+    matbp.ncut_j2(Xr, Ld).sum().backward()
     for seed in (16, 17):
         V = torch.randn(X.shape, generator=gen(seed), dtype=torch.float64)
-        V[:, 5] = V[:, 0]  # stay on the rank-5 manifold: J jumps off it
+        V[..., 5] = V[..., 0]  # stay on the rank-5 manifold: J jumps off it
+        V = V.to(device)
         h = 1e-5
-        fd = (matbp.ncut_j2(X + h * V, labels) - matbp.ncut_j2(X - h * V, labels)) / (2 * h)
+        fd = (matbp.ncut_j2(Xd + h * V, Ld) - matbp.ncut_j2(Xd - h * V, Ld)).sum() / (2 * h)
         assert abs((Xr.grad * V).sum().item() - fd.item()) <= 1e-6 * abs(fd.item()) + 1e-9
 
 
@@ -190,6 +201,61 @@ def test_j1_value_matches_dense_and_gradient_matches_finite_differences(with_lam
     inputs = (X.clone().requires_grad_(),) + ((Lam.clone().requires_grad_(),) if with_lambda else ())
     f = (lambda X, L: matbp.ncut_j1(X, labels, 0.5 * (L + L.T))) if with_lambda else (lambda X: matbp.ncut_j1(X, labels))
     assert gradcheck(f, inputs, eps=1e-6, atol=1e-6, rtol=1e-6, fast_mode=True)
+
+
+# ------------------------------------------------------- synthetic images
+
+
+def synthetic_images(h=12, w=12, batch=2, seed=0):
+    """Four colour quadrants plus noise; features (r, g, b, y, x) + 0.05 > 0."""
+    g = gen(seed)
+    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    quadrant = (ys >= h // 2).long() * 2 + (xs >= w // 2).long()
+    pos = torch.stack([ys, xs], -1).to(F64) / max(h, w)
+    ids = [torch.tensor([0, 5, 9, 40]), torch.tensor([3, 3, 7, 8])]  # sparse ids; merged segments
+    feats, labels = [], []
+    for b in range(batch):
+        colors = torch.rand(4, 3, generator=g, dtype=F64)
+        rgb = colors[quadrant] + 0.05 * torch.rand(h, w, 3, generator=g, dtype=F64)
+        feats.append(torch.cat([rgb, pos], -1).reshape(h * w, 5) + 0.05)
+        labels.append(ids[b % 2][quadrant].reshape(-1))
+    return torch.stack(feats), torch.stack(labels)
+
+
+@pytest.mark.parametrize("with_lambda", [False, True], ids=["no-lambda", "lambda"])
+@pytest.mark.parametrize("objective", ["j1", "j2"])
+def test_synthetic_images(objective, with_lambda, dtype, device):
+    # A batch of two images: against the dense formulas on the CPU (J1's value,
+    # J2's value and X-gradient), against the CPU kernel on CUDA.
+    X, labels = synthetic_images()
+    X = X.to(dtype)
+    f = {"j1": matbp.ncut_j1, "j2": matbp.ncut_j2}[objective]
+    Lam = None
+    if with_lambda:
+        # Entrywise positive Λ: positive degrees for J1.
+        a = torch.rand(5, 5, generator=gen(3), dtype=F64)
+        Lam = (a @ a.T + 0.1 * torch.eye(5, dtype=F64)).to(dtype)
+        # With a full-rank Λ, J2's Λ-gradient is 0 up to round-off (range of
+        # X Λ Xᵀ = range of X): nothing to compare relatively there.
+        diff = (0, 2) if objective == "j1" else (0,)
+        fn, inputs = (lambda X, lab, Lam: f(X, lab, Lam)), [X, labels, Lam]
+    else:
+        fn, inputs, diff = (lambda X, lab: f(X, lab)), [X, labels], (0,)
+    tol, grad_tol = tols(dtype, 1e-10, 1e-5), tols(dtype, 1e-8, 1e-4)
+    check_on_device(fn, inputs, device, diff=diff, tol=tol, grad_tol=grad_tol)
+    Xr = X.detach().to(device).requires_grad_()
+    J, rank = f(Xr, labels.to(device), None if Lam is None else Lam.to(device), return_rank=True)
+    assert rank.device.type == device and rank.tolist() == [5, 5]
+    if device == "cpu":
+        J.sum().backward()
+        for b in range(2):
+            Lb = None if Lam is None else Lam.double()
+            if objective == "j1":
+                J_ref = dense_j1(X[b].double(), labels[b], Lb)
+            else:
+                J_ref, gX_ref, _ = dense_j2(X[b].double(), labels[b], Lb)
+                assert rel(Xr.grad[b].double(), gX_ref) < grad_tol
+            assert abs(J[b].item() - J_ref.item()) <= tol * abs(J_ref.item())
 
 
 # ----------------------------------------------------------------- batching
@@ -241,13 +307,14 @@ def test_float32_features():
 # ------------------------------------------------------------------ module
 
 
-def test_normalized_cuts_loss_module():
+def test_normalized_cuts_loss_module(device):
+    # On the device, against the objective on the CPU.
     X = features(20, 3, seed=18, batch=(4,))
     labels = random_labels(20, [0, 1], seed=19, batch=(4,))
     for objective, fn in [("j1", matbp.ncut_j1), ("j2", matbp.ncut_j2)]:
         loss = matbp.nn.NormalizedCutsLoss(objective)
-        torch.testing.assert_close(loss(X, labels), fn(X, labels).mean())
-        assert loss.last_rank.tolist() == [3, 3, 3, 3]
+        torch.testing.assert_close(loss(X.to(device), labels.to(device)).cpu(), fn(X, labels).mean(), rtol=1e-10, atol=0)
+        assert loss.last_rank.device.type == device and loss.last_rank.tolist() == [3, 3, 3, 3]
     assert matbp.nn.NormalizedCutsLoss("j2", reduction="none")(X, labels).shape == (4,)
     with pytest.raises(ValueError, match="objective must be 'j1' or 'j2'"):
         matbp.nn.NormalizedCutsLoss("j3")
@@ -256,11 +323,11 @@ def test_normalized_cuts_loss_module():
 # ------------------------------------------------------ opcheck and compile
 
 
-def test_opcheck():
-    X = features(12, 3, seed=20, batch=(2,))
-    labels = random_labels(12, [0, 4], seed=21, batch=(2,))
-    w = torch.rand(2, 12, generator=gen(22), dtype=torch.float64) + 0.1
-    Lam = spd(3, seed=23)
+def test_opcheck(device):
+    X = features(12, 3, seed=20, batch=(2,)).to(device)
+    labels = random_labels(12, [0, 4], seed=21, batch=(2,)).to(device)
+    w = (torch.rand(2, 12, generator=gen(22), dtype=torch.float64) + 0.1).to(device)
+    Lam = spd(3, seed=23).to(device)
     for args in [(X, w, labels, None, None), (X.clone().requires_grad_(), w.clone().requires_grad_(), labels, Lam.clone().requires_grad_(), 1e-12)]:
         torch.library.opcheck(torch.ops.matbp.ncut_projector_distance_with_basis.default, args)
         torch.library.opcheck(torch.ops.matbp.ncut_projector_distance.default, args)
@@ -314,66 +381,6 @@ def test_bad_input():
         matbp.ncut_j2(X, labels, torch.eye(4, dtype=torch.float64))
 
 
-# --------------------------------------------------------------- projector
-
-
-@pytest.mark.parametrize("rank", [1, 3, 5])
-def test_projector_matches_qr(rank):
-    Xf = torch.randn(2, 5, rank, generator=gen(28), dtype=torch.float64)
-    A = Xf @ Xf.mT
-    Q, _ = torch.linalg.qr(Xf)
-    torch.testing.assert_close(matbp.projector(A), Q @ Q.mT, atol=1e-12, rtol=0)
-    assert matbp.projector(A.float()).dtype == torch.float32
-
-
-def test_projector_gradcheck_rank_deficient():
-    Xf = torch.randn(2, 6, 3, generator=gen(29), dtype=torch.float64, requires_grad=True)
-    assert gradcheck(lambda X: matbp.projector(X @ X.mT), (Xf,))
-    B = torch.randn(4, 4, generator=gen(30), dtype=torch.float64)
-    # Indefinite, rank 3: eigenvalues of both signs.
-    L, V = torch.linalg.eigh(B + B.T)
-    A = (V * torch.tensor([-2.0, 0.0, 1.0, 3.0], dtype=torch.float64)) @ V.T
-    dirs = torch.randn(4, 4, generator=gen(31), dtype=torch.float64)
-    A_r = A.clone().requires_grad_()
-    G = torch.randn(4, 4, generator=gen(32), dtype=torch.float64)
-    (matbp.projector(A_r) * G).sum().backward()
-    # Finite difference along a rank-preserving direction: A(t) = e^{tS} A e^{-tS}.
-    S = dirs - dirs.T
-    h = 1e-6
-    Ap = torch.linalg.matrix_exp(h * S) @ A @ torch.linalg.matrix_exp(-h * S)
-    Am = torch.linalg.matrix_exp(-h * S) @ A @ torch.linalg.matrix_exp(h * S)
-    fd = ((matbp.projector(Ap) - matbp.projector(Am)) * G).sum() / (2 * h)
-    dA = S @ A - A @ S
-    assert abs((A_r.grad * dA).sum() - fd) < 1e-7
-
-
-def test_projector_rtol_and_errors():
-    A = torch.diag(torch.tensor([1.0, 1e-6, 0.0], dtype=torch.float64))
-    assert torch.allclose(matbp.projector(A).diagonal(), torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64))
-    assert torch.allclose(matbp.projector(A, rtol=1e-3).diagonal(), torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64))
-    with pytest.raises(RuntimeError, match="matbp.projector: argument 'rtol' must be a finite number >= 0"):
-        matbp.projector(A, rtol=-1.0)
-    with pytest.raises(RuntimeError, match="matbp.projector: argument 'A' must be a batch of square matrices"):
-        matbp.projector(torch.ones(2, 3, dtype=torch.float64))
-    with pytest.raises(RuntimeError, match="matbp.projector: argument 'A' contains NaN or Inf"):
-        matbp.projector(torch.full((2, 2), float("nan"), dtype=torch.float64))
-
-
-def test_projector_opcheck_and_compile():
-    Xf = torch.randn(2, 5, 2, generator=gen(33), dtype=torch.float64)
-    A = Xf @ Xf.mT
-    torch.library.opcheck(torch.ops.matbp.projector.default, (A, None))
-    torch.library.opcheck(torch.ops.matbp.projector_with_eig.default, (A.clone().requires_grad_(), 1e-10))
-    P, L, V = torch.ops.matbp.projector_with_eig(A, None)
-    torch.library.opcheck(torch.ops.matbp.projector_backward.default, (torch.randn_like(P), L, V, None))
-    f = torch.compile(lambda A: matbp.projector(A).sum(), fullgraph=True, backend="aot_eager")
-    A_r = A.clone().requires_grad_()
-    f(A_r).backward()
-    A_e = A.clone().requires_grad_()
-    matbp.projector(A_e).sum().backward()
-    torch.testing.assert_close(A_r.grad, A_e.grad)
-
-
 # ----------------------------------------------------------------- hardening
 
 
@@ -398,7 +405,7 @@ def test_nonsymmetric_lambda_rejected_everywhere():
         "matbp.ncut_j2": lambda L: matbp.ncut_j2(X, labels, L),
         "matbp.ncut_degrees": lambda L: matbp.ncut_degrees(X, L),
         "matbp.nn.NormalizedCutsLoss": lambda L: matbp.nn.NormalizedCutsLoss("j1")(X, labels, L),
-        "matbp.ncut.segment": lambda L: matbp.ncut.segment(X, (5, 6), ks=2, Lambda=L),
+        "matbp.segmentation.segment": lambda L: matbp.segmentation.segment(X, (5, 6), ks=2, Lambda=L),
     }
     for op, call in calls.items():
         with pytest.raises(ValueError, match=f"{op}: argument 'Lambda' must be symmetric"):

@@ -3,12 +3,9 @@ import torch
 from torch.autograd import gradcheck
 
 import matbp
-from conftest import BATCH_SHAPES
+from conftest import BATCH_SHAPES, F64, assert_rel, check_on_device, cpu64, gen, randn, tols
+from conftest import low_rank as batched_low_rank
 from o2p_reference import o2p_log_directional_reference, o2p_log_reference
-
-
-def gen(seed):
-    return torch.Generator().manual_seed(seed)
 
 
 def low_rank(m, d, r, scale=1.0, seed=0):
@@ -67,16 +64,55 @@ def test_forward_and_gradient_against_high_precision(name, X, eps):
 
 
 @pytest.mark.parametrize("shape", [(5, 9), (9, 5)])
-def test_rank_deficient_tiny_eps_forward(shape):
+def test_rank_deficient_tiny_eps_forward(shape, device):
     # With eps = 1e-8 and entries ~1e3, rank deficiency makes the *gradient*
     # ill-conditioned (a 1e-16 relative change of X moves it by ~1e-3; checked
     # against the 80-digit reference), but C itself is well-conditioned and
     # must stay exact: the null-space eigenvalues are refined from X.
     X = low_rank(*shape, 2, scale=1e3, seed=8)
-    assert rel(matbp.o2p_log(X, 1e-8), o2p_log_reference(X, 1e-8)) < 1e-12
-    Xr = X.clone().requires_grad_()
-    matbp.o2p_log(Xr, 1e-8).sum().backward()
-    assert torch.isfinite(Xr.grad).all()
+    Xr = X.detach().to(device).requires_grad_()
+    C = matbp.o2p_log(Xr, 1e-8)
+    if device == "cpu":
+        assert rel(C.detach(), o2p_log_reference(X, 1e-8)) < 1e-12
+    else:
+        assert_rel(C, matbp.o2p_log(X, 1e-8), 1e-11, "C against the CPU")
+    (g,) = torch.autograd.grad(C.sum(), Xr)
+    assert torch.isfinite(g).all()
+
+
+def _batched_input(kind, shape, dtype):
+    B, m, d = shape
+    if kind == "gaussian":
+        X = randn(B, m, d, seed=m + d) / m ** 0.5
+    elif kind == "rank-deficient":
+        X = batched_low_rank((B,), m, d, 5, seed=m * d)
+    elif kind == "zero-in-batch":
+        X = randn(B, m, d, seed=3) / m ** 0.5
+        X[1] = 0
+    elif kind == "repeated":
+        # Orthogonal columns with equal norms: XᵀX has a repeated eigenvalue.
+        q, _ = torch.linalg.qr(randn(B, max(m, d), max(m, d), seed=5))
+        X = 2.0 * q[:, :m, :d]
+    else:
+        raise ValueError(kind)
+    return X.to(dtype)
+
+
+def log_of_gram(X, eps=1e-3):
+    """log(XᵀX + eps I) by matbp.sym_fn in float64: a reference for o2p_log."""
+    X64 = X.double()
+    eye = torch.eye(X.shape[-1], dtype=F64, device=X.device)
+    return matbp.sym_fn(X64.mT @ X64 + eps * eye, "log").to(X.dtype)
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "rank-deficient", "zero-in-batch", "repeated"])
+@pytest.mark.parametrize("shape", [(4, 20, 48), (4, 48, 20)], ids=["m<d", "m>=d"])
+def test_batched_against_log_of_gram(kind, shape, dtype, device):
+    # Value and gradient: against sym_fn of the Gram matrix on the CPU, and
+    # against the CPU kernel on CUDA.
+    X = _batched_input(kind, shape, dtype)
+    check_on_device(lambda X: matbp.o2p_log(X, 1e-3), [X], device, reference=log_of_gram,
+                    tol=tols(dtype, 1e-10, 1e-5), grad_tol=tols(dtype, 1e-8, 1e-4))
 
 
 @pytest.mark.parametrize("shape", [(6, 10), (12, 8)])
@@ -97,51 +133,52 @@ def test_float32_input_computed_in_float64(shape):
 
 @pytest.mark.parametrize("shape", [(2, 3, 5), (2, 5, 3), (4, 4), (1, 1, 3), (1, 3, 1)])
 @pytest.mark.parametrize("eps", [1e-3, 0.5])
-def test_gradcheck(shape, eps):
-    X = torch.randn(shape, generator=gen(2), dtype=torch.float64, requires_grad=True)
+def test_gradcheck(shape, eps, device):
+    X = torch.randn(shape, generator=gen(2), dtype=torch.float64).to(device).requires_grad_()
     assert gradcheck(lambda X: matbp.o2p_log(X, eps), (X,))
 
 
-def test_gradcheck_rank_deficient_and_zero():
+def test_gradcheck_rank_deficient_and_zero(device):
     for X in [low_rank(4, 6, 2, seed=3), low_rank(7, 5, 2, seed=4), torch.zeros(3, 4, dtype=torch.float64)]:
-        assert gradcheck(lambda X: matbp.o2p_log(X, 0.1), (X.clone().requires_grad_(),))
+        assert gradcheck(lambda X: matbp.o2p_log(X, 0.1), (X.to(device).requires_grad_(),))
 
 
 @pytest.mark.parametrize("batch", BATCH_SHAPES)
 @pytest.mark.parametrize("m,d", [(0, 3), (3, 0), (1, 1), (1, 4), (4, 1), (3, 5), (5, 3)])
-def test_batch_shapes_match_torch(batch, m, d, dtype):
+def test_batch_shapes_match_torch(batch, m, d, dtype, device):
     X = torch.randn(*batch, m, d, generator=gen(5), dtype=torch.float64)
-    C = matbp.o2p_log(X.to(dtype), 0.1)
-    assert C.shape == (*batch, d, d) and C.dtype == dtype
+    C = matbp.o2p_log(X.to(device, dtype), 0.1)
+    assert C.shape == (*batch, d, d) and C.dtype == dtype and C.device.type == device
     L, V = torch.linalg.eigh(X.mT @ X + 0.1 * torch.eye(d, dtype=torch.float64))
     ref = (V * L.log().unsqueeze(-2)) @ V.mT
     tol = 1e-12 if dtype == torch.float64 else 1e-5
-    torch.testing.assert_close(C.double(), ref, atol=tol, rtol=0)
-    Xr = X.to(dtype).requires_grad_()
+    torch.testing.assert_close(cpu64(C), ref, atol=tol, rtol=0)
+    Xr = X.detach().to(device, dtype).requires_grad_()
     matbp.o2p_log(Xr, 0.1).sum().backward()
     assert Xr.grad.shape == X.shape and torch.isfinite(Xr.grad).all()
 
 
-def test_non_contiguous_and_expanded():
+def test_non_contiguous_and_expanded(device):
+    # Against the CPU kernel on contiguous copies.
     X = torch.randn(3, 8, 5, generator=gen(6), dtype=torch.float64)
-    Xt = X.mT  # (3, 5, 8): m < d path on a transposed view
-    torch.testing.assert_close(matbp.o2p_log(Xt), matbp.o2p_log(Xt.contiguous()))
-    Xe = X[0].expand(4, 8, 5)
-    torch.testing.assert_close(matbp.o2p_log(Xe), matbp.o2p_log(X[0]).expand(4, 5, 5))
+    Xt = X.to(device).mT  # (3, 5, 8): m < d path on a transposed view
+    assert_rel(matbp.o2p_log(Xt), matbp.o2p_log(X.mT.contiguous()), 1e-11, "o2p_log of a transposed view")
+    Xe = X[0].to(device).expand(4, 8, 5)
+    assert_rel(matbp.o2p_log(Xe), matbp.o2p_log(X[0]).expand(4, 5, 5), 1e-11, "o2p_log of an expanded matrix")
 
 
-def test_schema_default_eps():
-    X = torch.randn(2, 4, 6, generator=gen(7), dtype=torch.float64)
+def test_schema_default_eps(device):
+    X = torch.randn(2, 4, 6, generator=gen(7), dtype=torch.float64).to(device)
     torch.testing.assert_close(torch.ops.matbp.o2p_log(X), matbp.o2p_log(X, 1e-3))
 
 
-def test_paths_agree_across_the_switch():
+def test_paths_agree_across_the_switch(device):
     # m = d - 1 takes the rows path, m = d the cols path: appending a zero
     # row does not change XᵀX, so both must give the same C and gradient.
     X = torch.randn(2, 6, 7, generator=gen(8), dtype=torch.float64)
     Xz = torch.cat([X, torch.zeros(2, 1, 7, dtype=torch.float64)], dim=1)
-    Xa, Xb = X.clone().requires_grad_(), Xz.clone().requires_grad_()
-    G = torch.randn(7, 7, generator=gen(9), dtype=torch.float64)
+    Xa, Xb = X.to(device).requires_grad_(), Xz.to(device).requires_grad_()
+    G = torch.randn(7, 7, generator=gen(9), dtype=torch.float64).to(device)
     Ca, Cb = matbp.o2p_log(Xa), matbp.o2p_log(Xb)
     (Ca * G).sum().backward()
     (Cb * G).sum().backward()
@@ -149,20 +186,21 @@ def test_paths_agree_across_the_switch():
     torch.testing.assert_close(Xa.grad, Xb.grad[:, :6], atol=1e-10, rtol=0)
 
 
-def test_module():
+def test_module(device):
+    # On the device, against the op on the CPU.
     pool = matbp.nn.O2PLog(eps=0.01)
     X = torch.randn(2, 5, 7, generator=gen(10), dtype=torch.float64)
-    torch.testing.assert_close(pool(X), matbp.o2p_log(X, 0.01))
+    assert_rel(pool(X.to(device)), matbp.o2p_log(X, 0.01), 1e-11, "O2PLog")
     assert "eps=0.01" in repr(pool)
     sop = matbp.nn.SecondOrderPooling(eps=0.01)
     feats = torch.randn(2, 7, 3, 4, generator=gen(11), dtype=torch.float64)  # N, C, H, W
     X = feats.flatten(2).mT / (12 ** 0.5)
-    torch.testing.assert_close(sop(feats), matbp.o2p_log(X, 0.01))
+    assert_rel(sop(feats.to(device)), matbp.o2p_log(X, 0.01), 1e-11, "SecondOrderPooling")
 
 
-def test_opcheck():
+def test_opcheck(device):
     for shape in [(2, 3, 5), (2, 5, 3)]:
-        X = torch.randn(shape, generator=gen(12), dtype=torch.float64)
+        X = torch.randn(shape, generator=gen(12), dtype=torch.float64).to(device)
         for op in [torch.ops.matbp.o2p_log.default, torch.ops.matbp.o2p_log_with_eig.default]:
             torch.library.opcheck(op, (X, 1e-3))
             torch.library.opcheck(op, (X.clone().requires_grad_(), 1e-3))

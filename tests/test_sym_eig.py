@@ -5,7 +5,18 @@ import torch
 from torch.autograd import gradcheck
 
 import matbp
-from conftest import BATCH_SHAPES, random_symmetric, with_spectrum
+from conftest import (
+    BATCH_SHAPES,
+    F64,
+    assert_rel,
+    check_on_device,
+    cpu64,
+    eig_invariants,
+    random_symmetric,
+    randn,
+    tols,
+    with_spectrum,
+)
 
 
 def reconstruct(L, V):
@@ -13,47 +24,55 @@ def reconstruct(L, V):
 
 
 @pytest.mark.parametrize("batch", BATCH_SHAPES)
-@pytest.mark.parametrize("n", [0, 1, 2, 5, 33])
-def test_matches_torch_eigh(batch, n, dtype):
-    A = random_symmetric(batch, n, dtype)
-    L, V = matbp.sym_eig(A)
+@pytest.mark.parametrize("n", [0, 1, 2, 5, 8, 32, 33, 64])
+def test_matches_torch_eigh(batch, n, dtype, device):
+    A = random_symmetric(batch, n, dtype, seed=n)
+    L, V = matbp.sym_eig(A.to(device))
     assert L.shape == (*batch, n) and V.shape == (*batch, n, n)
     assert L.dtype == dtype and V.dtype == dtype
+    assert L.device.type == V.device.type == device
+    L, V = cpu64(L), cpu64(V)
     L_ref = torch.linalg.eigvalsh(A.double())
     tol = 1e-12 if dtype == torch.float64 else 1e-5
     scale = max(1.0, A.abs().max().item()) if A.numel() else 1.0
-    torch.testing.assert_close(L.double(), L_ref, atol=tol * scale, rtol=0)
-    torch.testing.assert_close(reconstruct(L.double(), V.double()), A.double(), atol=tol * scale * 10, rtol=0)
+    torch.testing.assert_close(L, L_ref, atol=tol * scale, rtol=0)
+    torch.testing.assert_close(reconstruct(L, V), A.double(), atol=tol * scale * 10, rtol=0)
     eye = torch.eye(n, dtype=torch.float64).expand(*batch, n, n)
-    torch.testing.assert_close(V.double().mT @ V.double(), eye, atol=tol * 10, rtol=0)
+    torch.testing.assert_close(V.mT @ V, eye, atol=tol * 10, rtol=0)
+    if L.numel() and n > 1:
+        assert (L[..., 1:] >= L[..., :-1]).all(), "eigenvalues not ascending"
+    # On CUDA: the CPU kernel's eigenvalues and gauge-invariant functions of V.
+    check_on_device(eig_invariants, [A], device, diff=(), tol=tols(dtype, 1e-10, 1e-5), grad_tol=0)
 
 
-def test_float32_is_decomposed_in_float64():
-    # Eigenvalues spanning 1e-7..1: float32 LAPACK would lose the small ones.
+def test_float32_is_decomposed_in_float64(device):
+    # Eigenvalues spanning 1e-7..1: float32 LAPACK or cuSOLVER would lose the small ones.
     A, _ = with_spectrum([[1e-7, 1e-6, 0.5, 1.0]])
-    L, _ = matbp.sym_eig(A.float())
+    L, _ = matbp.sym_eig(A.float().to(device))
+    assert L.dtype == torch.float32
     L_ref = torch.linalg.eigvalsh(A.float().double())
-    torch.testing.assert_close(L.double(), L_ref.float().double(), rtol=1e-6, atol=0)
+    torch.testing.assert_close(cpu64(L), L_ref.float().double(), rtol=1e-6, atol=0)
 
 
-def test_reads_lower_triangle_only():
+def test_reads_lower_triangle_only(device):
     A = random_symmetric((3,), 6)
-    junk = torch.triu(torch.randn(3, 6, 6, dtype=torch.float64), diagonal=1) * 100
-    L1, _ = matbp.sym_eig(A)
-    L2, _ = matbp.sym_eig(torch.tril(A) + junk)
-    torch.testing.assert_close(L1, L2, atol=1e-12, rtol=0)
+    junk = torch.triu(randn(3, 6, 6, seed=1), diagonal=1) * 100
+    L1, _ = matbp.sym_eig(A.to(device))
+    L2, _ = matbp.sym_eig((torch.tril(A) + junk).to(device))
+    torch.testing.assert_close(L2.cpu(), L1.cpu(), atol=1e-12, rtol=0)
 
 
-def test_non_contiguous_and_expanded():
+def test_non_contiguous_and_expanded(device):
     base = random_symmetric((4,), 7)
-    A_nc = base.transpose(0, 0)[::2]  # strided batch
+    on_device = base.to(device)
+    A_nc = on_device.transpose(0, 0)[::2]  # strided batch
     L, V = matbp.sym_eig(A_nc)
-    torch.testing.assert_close(L, torch.linalg.eigvalsh(A_nc))
-    A_t = base.mT  # transposed view (still symmetric)
-    torch.testing.assert_close(matbp.sym_eig(A_t)[0], torch.linalg.eigvalsh(base))
-    A_exp = base[0].expand(5, 7, 7)
+    assert_rel(L, torch.linalg.eigvalsh(base[::2]), 1e-12, "strided batch")
+    A_t = on_device.mT  # transposed view (still symmetric)
+    assert_rel(matbp.sym_eig(A_t)[0], torch.linalg.eigvalsh(base), 1e-12, "transposed view")
+    A_exp = on_device[0].expand(5, 7, 7)
     L_exp, _ = matbp.sym_eig(A_exp)
-    torch.testing.assert_close(L_exp, torch.linalg.eigvalsh(base[0]).expand(5, 7))
+    assert_rel(L_exp, torch.linalg.eigvalsh(base[0]).expand(5, 7), 1e-12, "expanded")
 
 
 def gauge_invariant(A, weights):
@@ -62,9 +81,9 @@ def gauge_invariant(A, weights):
     return L, (V * weights) @ V.mT, V.abs().sum(-1)
 
 
-def test_gradcheck():
-    A = torch.randn(2, 5, 5, dtype=torch.float64, requires_grad=True)
-    w = torch.arange(5, dtype=torch.float64)
+def test_gradcheck(device):
+    A = randn(2, 5, 5, seed=2).to(device).requires_grad_()
+    w = torch.arange(5, dtype=torch.float64, device=device)
     assert gradcheck(lambda A: gauge_invariant(A, w), (A,))
 
 
@@ -83,15 +102,21 @@ def test_gradcheck_eigenvalues_only_and_vectors_only():
     assert gradcheck(lambda A: (lambda V: (V * w) @ V.mT)(matbp.sym_eig(A + A.mT)[1]), (A,))
 
 
-def test_backward_matches_torch():
-    A = random_symmetric((3,), 6).requires_grad_()
-    A2 = A.detach().clone().requires_grad_()
-    w = torch.randn(6, dtype=torch.float64)
-    L, V = matbp.sym_eig(A)
-    ((V * w) @ V.mT).pow(2).sum().add(L.pow(3).sum()).backward()
-    L2, V2 = torch.linalg.eigh(A2)
-    ((V2 * w) @ V2.mT).pow(2).sum().add(L2.pow(3).sum()).backward()
-    torch.testing.assert_close(A.grad, A2.grad, atol=1e-10, rtol=1e-10)
+def torch_eig_invariants(A):
+    """eig_invariants by torch.linalg.eigh in float64."""
+    L, V = torch.linalg.eigh(A.double())
+    w = torch.linspace(-1.0, 2.0, A.shape[-1], dtype=F64)
+    return tuple(t.to(A.dtype) for t in (L, (V * w) @ V.mT, (V * L.unsqueeze(-2)) @ V.mT))
+
+
+@pytest.mark.parametrize("n", [1, 6, 8, 32, 33, 64])
+def test_backward_matches_torch(n, dtype, device):
+    # A well-separated spectrum: the eigenvector terms are well-conditioned.
+    # Against torch.linalg.eigh on the CPU, against the CPU kernel on CUDA.
+    lam = torch.linspace(-1.0, 1.0, n, dtype=F64).expand(3, n) * n
+    A, _ = with_spectrum(lam, seed=n + 1)
+    check_on_device(eig_invariants, [A.to(dtype)], device, reference=torch_eig_invariants,
+                    tol=tols(dtype, 1e-10, 1e-5), grad_tol=tols(dtype, 1e-8, 1e-4))
 
 
 def test_float32_backward_in_float64():
@@ -118,6 +143,65 @@ def test_gradient_finite_at_ties(spectrum):
     assert torch.isfinite(A.grad).all()
 
 
+def _spectrum(kind, n):
+    """(ascending eigenvalues, cluster id of each) for the degenerate families."""
+    i = torch.arange(n)
+    if kind == "repeated":  # triples 0,0,0,1,1,1,... (a zero triple included)
+        return (i // 3).double(), i // 3
+    if kind == "clustered":  # groups of 4 within 1e-12, groups 1 apart
+        return 1.0 + (i // 4).double() + 1e-12 * (i % 4).double(), i // 4
+    if kind == "zero":  # rank deficient PSD
+        k = n - n // 2
+        lam = torch.cat([torch.zeros(k, dtype=F64), torch.linspace(1.0, 2.0, n // 2, dtype=F64)])
+        return lam, torch.cat([torch.zeros(k, dtype=torch.long), torch.arange(1, n // 2 + 1)])
+    if kind == "scalar":
+        return torch.full((n,), 3.0, dtype=F64), torch.zeros(n, dtype=torch.long)
+    raise ValueError(kind)
+
+
+def cluster_projectors(V, ids):
+    """Σ_{i in cluster c} v_i v_iᵀ for every cluster c: (*, clusters, n, n)."""
+    V = cpu64(V)
+    return torch.stack([(V * (ids == c).to(F64)) @ V.mT for c in range(int(ids.max()) + 1)], dim=-3)
+
+
+@pytest.mark.parametrize("kind", ["repeated", "clustered", "zero", "scalar"])
+@pytest.mark.parametrize("n", [8, 33, 64])
+def test_degenerate_spectra(kind, n, dtype, device):
+    lam, ids = _spectrum(kind, n)
+    A64, Q = with_spectrum(lam.expand(2, n), seed=7)
+    A = A64.to(dtype)
+    scale = max(1.0, lam.abs().max().item())
+    Lg, Vg = matbp.sym_eig(A.to(device))
+    assert Lg.device.type == device and Lg.dtype == dtype and Vg.dtype == dtype
+    # Eigenvalues: against the exact spectrum (and on CUDA, the CPU's).
+    assert (cpu64(Lg) - lam).abs().max().item() <= tols(dtype, 1e-12, 1e-6) * scale * n
+    # Reconstruction and orthonormality.
+    Vd, Ld = cpu64(Vg), cpu64(Lg)
+    assert_rel((Vd * Ld.unsqueeze(-2)) @ Vd.mT, A.double(), tols(dtype, 1e-12 * n, 1e-5), "V diag(L) Vᵀ")
+    assert_rel(Vd.mT @ Vd, torch.eye(n, dtype=F64).expand(2, n, n), tols(dtype, 1e-12 * n, 1e-5), "VᵀV")
+    # Eigenspaces (gauge invariant at ties): the exact ones (and the CPU's).
+    Pg = cluster_projectors(Vg, ids)
+    if dtype == F64:
+        assert_rel(Pg, cluster_projectors(Q, ids), 1e-9, "cluster projectors vs exact")
+    if device != "cpu":
+        Lc, Vc = matbp.sym_eig(A)
+        assert (cpu64(Lg) - cpu64(Lc)).abs().max().item() <= tols(dtype, 1e-12, 1e-6) * scale
+        assert_rel(Pg, cluster_projectors(Vc, ids), tols(dtype, 1e-9, 1e-4), "cluster projectors vs CPU")
+    # d/dA Σ (λ_i² + λ_i) = 2A + I exactly, ties or not; the eigenvector
+    # gradient is finite (ties get F_ij = 0).
+    Ar = A.detach().to(device).requires_grad_()
+    L, V = matbp.sym_eig(Ar)
+    (gA,) = torch.autograd.grad((L * L + L).sum(), Ar)
+    assert gA.dtype == dtype
+    assert_rel(gA, 2 * A.double() + torch.eye(n, dtype=F64), tols(dtype, 1e-10, 1e-5), "gradient of Σ λ² + λ")
+    Ar = A.detach().to(device).requires_grad_()
+    L, V = matbp.sym_eig(Ar)
+    w = torch.arange(n, dtype=dtype, device=device)
+    (gA,) = torch.autograd.grad(((V * w) @ V.mT).sum() + L.sum(), Ar)
+    assert torch.isfinite(gA).all()
+
+
 def test_gradient_at_tie_is_approximate_but_fused_op_is_exact():
     # The example of docs/design.md §4: a composition V f(L) Vᵀ through sym_eig is
     # not differentiable at a triple eigenvalue; sym_fn is exact there.
@@ -139,8 +223,8 @@ def test_gradient_at_tie_is_approximate_but_fused_op_is_exact():
     assert torch.allclose((A2.grad * E).sum(), exact, rtol=1e-12, atol=0)
 
 
-def test_opcheck():
-    A = random_symmetric((2,), 4)
+def test_opcheck(device):
+    A = random_symmetric((2,), 4).to(device)
     torch.library.opcheck(torch.ops.matbp.sym_eig.default, (A,))
     torch.library.opcheck(torch.ops.matbp.sym_eig.default, (A.clone().requires_grad_(),))
     L, V = matbp.sym_eig(A)
@@ -184,12 +268,13 @@ def test_concurrent_calls_from_threads():
         torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
 
 
-@pytest.mark.parametrize("shape", [(2, 0, 0), (0, 3, 3), (1, 1)])
-def test_backward_of_empty_and_1x1(shape):
-    A = torch.ones(shape, dtype=torch.float64, requires_grad=True)
+@pytest.mark.parametrize("shape", [(2, 0, 0), (0, 3, 3), (1, 1), (2, 1, 1)])
+def test_backward_of_empty_and_1x1(shape, dtype, device):
+    A = torch.ones(shape, dtype=dtype, device=device, requires_grad=True)
     L, V = matbp.sym_eig(A)
+    assert L.shape == shape[:-1] and V.shape == shape
     (L.sum() + V.abs().sum()).backward()
     assert A.grad.shape == A.shape and torch.isfinite(A.grad).all()
-    A2 = (2 * torch.ones(shape, dtype=torch.float64)).requires_grad_()
-    matbp.sym_fn(A2, "log").sum().backward()
+    A2 = (2 * torch.ones(shape, dtype=dtype, device=device)).requires_grad_()
+    (matbp.sym_fn(A2, "log").sum() + matbp.projector(A2).sum()).backward()
     assert A2.grad.shape == A2.shape and torch.isfinite(A2.grad).all()

@@ -6,7 +6,17 @@ from hypothesis import strategies as st
 from torch.autograd import gradcheck
 
 import matbp
-from conftest import BATCH_SHAPES, random_spd, random_symmetric, with_spectrum
+from conftest import (
+    BATCH_SHAPES,
+    assert_rel,
+    check_on_device,
+    cpu64,
+    random_spd,
+    random_symmetric,
+    randn,
+    tols,
+    with_spectrum,
+)
 
 FNS = [("log", None), ("sqrt", None), ("pow", 0.5), ("pow", -1.5), ("pow", 3.0), ("exp", None)]
 IDS = ["log", "sqrt", "pow0.5", "pow-1.5", "pow3", "exp"]
@@ -73,29 +83,31 @@ def rel_err(a, b):
     ],
     ids=["repeated", "scalar", "clustered", "wide"],
 )
-def test_gradient_exact_at_repeated_eigenvalues(fn, p, spectrum):
+def test_gradient_exact_at_repeated_eigenvalues(fn, p, spectrum, device):
     lam = torch.tensor(spectrum, dtype=torch.float64)
     if fn == "exp":
         lam = lam.clamp(max=20.0)
     A, Q = with_spectrum(lam, seed=11)
-    G = random_symmetric((), lam.numel(), seed=12) + torch.randn(lam.numel(), lam.numel(), dtype=torch.float64)
-    A.requires_grad_()
-    F = matbp.sym_fn(A, fn, p)
-    (F * G).sum().backward()
+    G = random_symmetric((), lam.numel(), seed=12) + randn(lam.numel(), lam.numel(), seed=13)
+    Ar = A.detach().to(device).requires_grad_()
+    F = matbp.sym_fn(Ar, fn, p)
+    (gA,) = torch.autograd.grad((F * G.to(device)).sum(), Ar)
     ref = reference_gradient(Q, lam, G, fn, p)
-    assert rel_err(A.grad, ref) < 1e-9
+    assert rel_err(cpu64(gA), ref) < 1e-9
     # Any backward-stable eigensolver perturbs eigenvalues by ~eps ||A||, so
     # the forward error of f scales with the condition number of A.
     cond = (lam.abs().max() / lam.abs().min()).item()
-    assert rel_err(F.detach(), reference_value(Q, lam, fn, p)) < max(1e-12, 10 * 2.2e-16 * cond)
+    assert rel_err(cpu64(F), reference_value(Q, lam, fn, p)) < max(1e-12, 10 * 2.2e-16 * cond)
+    # On CUDA: the CPU kernel's value and gradient of a random functional.
+    check_on_device(lambda A: matbp.sym_fn(A, fn, p), [A], device, tol=1e-11, grad_tol=1e-9)
 
 
 @pytest.mark.parametrize("fn,p", FNS, ids=IDS)
-def test_gradcheck(fn, p):
-    X = torch.randn(2, 5, 5, dtype=torch.float64, requires_grad=True)
+def test_gradcheck(fn, p, device):
+    X = randn(2, 5, 5, seed=2).to(device).requires_grad_()
 
     def f(X):
-        A = X @ X.mT + 0.5 * torch.eye(5, dtype=torch.float64)
+        A = X @ X.mT + 0.5 * torch.eye(5, dtype=torch.float64, device=device)
         if fn == "exp":
             A = A / 4
         return matbp.sym_fn(A, fn, p)
@@ -127,6 +139,25 @@ def test_batch_shapes_and_dtypes(batch, n, dtype):
     torch.testing.assert_close(F.double(), ref, atol=tol, rtol=0)
 
 
+@pytest.mark.parametrize("fn,p", FNS, ids=IDS)
+@pytest.mark.parametrize("n", [6, 40])
+def test_random_spd_against_reference(fn, p, n, dtype, device):
+    # Value and gradient of <G, f(A)>: the 50-digit Daleckii–Krein reference
+    # from A's float64 eigendecomposition (and on CUDA, the CPU kernel's).
+    A = random_spd((2,), n, dtype=dtype, seed=n, shift=0.5)
+    G = randn(2, n, n, seed=n + 1, dtype=dtype)
+    Ar = A.detach().to(device).requires_grad_()
+    F = matbp.sym_fn(Ar, fn, p)
+    assert F.dtype == dtype and F.device.type == device
+    (gA,) = torch.autograd.grad((F * G.to(device)).sum(), Ar)
+    lam, Q = torch.linalg.eigh(A.double())
+    for b in range(2):
+        assert_rel(F[b], reference_value(Q[b], lam[b], fn, p), tols(dtype, 1e-11, 1e-5), "f(A)")
+        assert_rel(gA[b], reference_gradient(Q[b], lam[b], G[b].double(), fn, p), tols(dtype, 1e-9, 1e-4), "gradient")
+    check_on_device(lambda A: matbp.sym_fn(A, fn, p), [A], device,
+                    tol=tols(dtype, 1e-11, 1e-5), grad_tol=tols(dtype, 1e-9, 1e-4))
+
+
 def test_float32_gradient_computed_in_float64():
     A, Q = with_spectrum(torch.tensor([1.0, 1.0, 2.0, 2.0 + 1e-6]), seed=5)
     A32 = A.float().requires_grad_()
@@ -139,10 +170,10 @@ def test_float32_gradient_computed_in_float64():
     assert rel_err(A32.grad.double(), ref) < 1e-6
 
 
-def test_psd_input_with_zero_eigenvalues_for_sqrt():
+def test_psd_input_with_zero_eigenvalues_for_sqrt(device):
     # Rank-deficient PSD matrix: solver eigenvalues may be -1e-17; sqrt must not NaN.
-    X = torch.randn(6, 3, dtype=torch.float64)
-    A = X @ X.mT
+    X = randn(6, 3, seed=5)
+    A = (X @ X.mT).to(device)
     F = matbp.sym_fn(A, "sqrt")
     assert torch.isfinite(F).all()
     torch.testing.assert_close(F @ F, A, atol=1e-10, rtol=0)
@@ -167,15 +198,15 @@ def test_wrapper_argument_errors():
         torch.ops.matbp.sym_fn(A, "cos", 1.0)
 
 
-def test_module():
+def test_module(device):
     m = matbp.nn.SymFn("pow", 0.5)
     A = random_spd((2,), 3)
-    torch.testing.assert_close(m(A), matbp.sym_fn(A, "sqrt"))
+    assert_rel(m(A.to(device)), matbp.sym_fn(A, "sqrt"), 1e-11, "SymFn")
     assert "pow" in repr(m)
 
 
-def test_opcheck():
-    A = random_spd((2,), 4)
+def test_opcheck(device):
+    A = random_spd((2,), 4).to(device)
     for fn in ["log", "pow"]:
         torch.library.opcheck(torch.ops.matbp.sym_fn.default, (A, fn, 0.5))
         torch.library.opcheck(torch.ops.matbp.sym_fn_with_eig.default, (A, fn, 0.5))
