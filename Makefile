@@ -23,7 +23,7 @@ CMAKE_BUILD := build/cmake
 CMAKE_INSTALL := build/install
 CMAKE_EXAMPLE := build/example
 
-.PHONY: all demo test test-python test-cpp test-wheel wheel bench build deps clean gpu-check
+.PHONY: all demo test test-python test-cpp test-sanitize cpp-deps test-wheel wheel bench bench-cpp build deps clean gpu-check
 
 all: build
 
@@ -45,23 +45,49 @@ test: test-python test-cpp test-wheel
 test-python: $(BUILD_STAMP)
 	$(PY) -m pytest -q tests
 
-# GoogleTest comes from Debian's libgtest-dev; install it when missing.
-test-cpp: $(DEPS_STAMP)
-	@test -f /usr/include/gtest/gtest.h || { \
+# GoogleTest and Google Benchmark come from Debian's libgtest-dev and
+# libbenchmark-dev; installed when missing.
+CPP_TEST_DEPS := /usr/include/gtest/gtest.h:libgtest-dev /usr/include/benchmark/benchmark.h:libbenchmark-dev
+cpp-deps:
+	@missing="$(foreach d,$(CPP_TEST_DEPS),$$(test -f $(word 1,$(subst :, ,$(d))) || echo $(word 2,$(subst :, ,$(d)))))"; \
+	if [ -n "$$(echo $$missing)" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libgtest-dev >/dev/null; \
-	  else echo "make test-cpp: GoogleTest is missing; install Debian's libgtest-dev" >&2; exit 1; fi; }
-	$(VENV)/bin/cmake -S . -B $(CMAKE_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release \
-	  -DPython3_EXECUTABLE=$(abspath $(PY)) -DMATBP_WITH_CUDA=$(if $(filter 1,$(MATBP_CUDA)),ON,OFF)
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "make: install Debian's $$missing" >&2; exit 1; fi; fi
+
+CMAKE_CONFIGURE = $(VENV)/bin/cmake -G Ninja -DPython3_EXECUTABLE=$(abspath $(PY))
+
+# The library with the C++ tests and the microbenchmarks (built, not run:
+# that is make bench-cpp), the tests run; the CMake package installed, then
+# found and used by examples/cpp; then the C++ tests again under ASan+UBSan.
+test-cpp: $(DEPS_STAMP) cpp-deps
+	$(CMAKE_CONFIGURE) -S . -B $(CMAKE_BUILD) -DCMAKE_BUILD_TYPE=Release -DMATBP_BUILD_BENCHMARKS=ON \
+	  -DMATBP_WITH_CUDA=$(if $(filter 1,$(MATBP_CUDA)),ON,OFF)
 	$(VENV)/bin/cmake --build $(CMAKE_BUILD) -j $(MAX_JOBS)
 	cd $(CMAKE_BUILD) && $(abspath $(VENV))/bin/ctest --output-on-failure
-	@# The CMake package: installed, then found and used by examples/cpp.
 	rm -rf $(CMAKE_INSTALL) && $(VENV)/bin/cmake --install $(CMAKE_BUILD) --prefix $(abspath $(CMAKE_INSTALL))
 	$(VENV)/bin/cmake -S examples/cpp -B $(CMAKE_EXAMPLE) -G Ninja -DCMAKE_BUILD_TYPE=Release \
 	  -DCMAKE_PREFIX_PATH="$(abspath $(CMAKE_INSTALL));$$($(PY) -c 'import torch; print(torch.utils.cmake_prefix_path)')" \
 	  -DCUDA_TOOLKIT_ROOT_DIR="$$($(PY) scripts/cuda_paths.py toolkit)" -DTORCH_CUDA_ARCH_LIST=9.0
 	$(VENV)/bin/cmake --build $(CMAKE_EXAMPLE)
 	$(CMAKE_EXAMPLE)/matbp_example
+	$(MAKE) test-sanitize
+
+# The C++ tests of the CPU library under AddressSanitizer and
+# UndefinedBehaviorSanitizer (and LeakSanitizer at exit); any report fails.
+CMAKE_SANITIZE := build/cmake-sanitize
+test-sanitize: $(DEPS_STAMP) cpp-deps
+	$(CMAKE_CONFIGURE) -S . -B $(CMAKE_SANITIZE) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMATBP_SANITIZE=ON
+	$(VENV)/bin/cmake --build $(CMAKE_SANITIZE) -j $(MAX_JOBS)
+	cd $(CMAKE_SANITIZE) && ASAN_OPTIONS=detect_leaks=1:halt_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 $(abspath $(VENV))/bin/ctest --output-on-failure
+
+# The C++ microbenchmarks, run and written to bench/results/cpp_ops_cpu.{json,md}.
+bench-cpp: $(DEPS_STAMP) cpp-deps
+	$(CMAKE_CONFIGURE) -S . -B $(CMAKE_BUILD) -DCMAKE_BUILD_TYPE=Release -DMATBP_BUILD_BENCHMARKS=ON \
+	  -DMATBP_WITH_CUDA=$(if $(filter 1,$(MATBP_CUDA)),ON,OFF)
+	$(VENV)/bin/cmake --build $(CMAKE_BUILD) -j $(MAX_JOBS) --target matbp_bench_bench_ops
+	$(PY) bench/bench_cpp.py --binary $(CMAKE_BUILD)/matbp_bench_bench_ops
 
 # A binary wheel against the installed torch (dist/): tagged for this
 # platform and Python, its version names the torch series and CUDA
@@ -88,6 +114,9 @@ demo: $(BUILD_STAMP)
 
 bench: $(BUILD_STAMP)
 	$(PY) bench/bench_sym_eig.py
+	$(PY) bench/bench_sym_fn.py
+	$(PY) bench/bench_svd.py
+	$(PY) bench/bench_projector.py
 	$(PY) bench/bench_o2p_log.py
 	$(PY) bench/bench_ncut.py
 	$(PY) bench/bench_train.py

@@ -223,12 +223,11 @@ def run(shapes=DEFAULT_SHAPES, batch: int = DEFAULT_BATCH, dtypes=DEFAULT_DTYPES
     for (m, n) in shapes:
         for d in dtypes:
             dtype = common.as_dtype(d)
-            inputs = make_input(int(m), int(n), int(batch), dtype, seed, device)
-            ref = reference(*inputs)   # shared by both modes
-            rows += common.collect([(mode,) for mode in modes], lambda mode: bench_one(
-                int(m), int(n), int(batch), dtype, mode, repeats=repeats, seed=seed, device=device,
-                budget_s=budget_s, inputs=inputs, ref=ref), _progress if verbose else None)
-            del inputs, ref
+            rows += common.collect_modes(
+                modes, lambda: make_input(int(m), int(n), int(batch), dtype, seed, device), reference,
+                lambda mode, inputs, ref: bench_one(int(m), int(n), int(batch), dtype, mode, repeats=repeats,
+                                                    seed=seed, device=device, budget_s=budget_s,
+                                                    inputs=inputs, ref=ref), _progress if verbose else None)
     return rows
 
 

@@ -225,12 +225,12 @@ def run(fns=FNS, sizes=DEFAULT_SIZES, dtypes=DEFAULT_DTYPES, modes=MODES,
             B = batch_for(int(n), batch_scale, batch)
             for d in dtypes:
                 dtype = common.as_dtype(d)
-                inputs = make_input(int(n), B, dtype, seed, device)
-                ref = reference(*inputs, fn)   # shared by both modes
-                rows += common.collect([(mode,) for mode in modes], lambda mode: bench_one(
-                    fn, int(n), B, dtype, mode, repeats=repeats, seed=seed, device=device,
-                    budget_s=budget_s, inputs=inputs, ref=ref), _progress if verbose else None)
-                del inputs, ref
+                rows += common.collect_modes(
+                    modes, lambda: make_input(int(n), B, dtype, seed, device),
+                    lambda *inputs: reference(*inputs, fn),
+                    lambda mode, inputs, ref: bench_one(fn, int(n), B, dtype, mode, repeats=repeats, seed=seed,
+                                                        device=device, budget_s=budget_s, inputs=inputs, ref=ref),
+                    _progress if verbose else None)
     return rows
 
 

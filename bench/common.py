@@ -210,6 +210,16 @@ def collect(cases: Iterable[Sequence[Any]], bench: Callable[..., dict],
     return rows
 
 
+def collect_modes(modes: Iterable[str], make_inputs: Callable[[], tuple], reference: Callable[..., Any],
+                  bench: Callable[..., dict], progress: Callable[[dict, float], str] | None = None) -> list[dict]:
+    """:func:`collect` of ``bench(mode, inputs, ref)`` over ``modes`` on one input:
+    ``inputs = make_inputs()`` and ``ref = reference(*inputs)`` are made once,
+    shared by the modes and freed before the next input is made."""
+    inputs = make_inputs()
+    ref = reference(*inputs)
+    return collect([(mode,) for mode in modes], lambda mode: bench(mode, inputs, ref), progress)
+
+
 def pair_progress(case: str, row: Mapping[str, Any], check: str, seconds: float) -> str:
     """The progress line of a matbp-vs-torch row (:func:`time_pair`):
     ``  <case> <dtype> <mode> reps=.. matbp .. torch .. ms ratio .. <check> ok [.. s]``."""

@@ -94,7 +94,7 @@ def _shape_mutations(t):
 
 def _dtype_mutations(arg, t):
     if t.dtype.is_floating_point:
-        return {str(dt): t.to(dt) for dt in (torch.int64, torch.bool, torch.float16, torch.complex128)}
+        return {str(dt): t.to(dt) for dt in (torch.int64, torch.bool, torch.complex128)}
     # Labels may be any integer type; the saved segment numbers are int64.
     wrong = (torch.float64, torch.bool) + ((torch.int32,) if arg.startswith("segment") else ())
     return {str(dt): t.to(dt) for dt in wrong}

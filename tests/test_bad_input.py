@@ -17,10 +17,10 @@ ALL_OPS = SQUARE_OPS + [("matbp.svd", lambda X: matbp.svd(X))]
 
 
 @pytest.mark.parametrize("name,call", ALL_OPS, ids=[n for n, _ in ALL_OPS])
-@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool, torch.float16, torch.bfloat16, torch.complex128])
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool, torch.complex128])
 def test_wrong_dtype(name, call, dtype):
     A = torch.eye(3).to(dtype)
-    with pytest.raises(RuntimeError, match=rf"{name}: argument '[AX]' must be float32 or float64"):
+    with pytest.raises(RuntimeError, match=rf"{name}: argument '[AX]' must be a floating-point tensor"):
         call(A)
 
 

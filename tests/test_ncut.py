@@ -385,12 +385,12 @@ def test_bad_input():
 
 
 @pytest.mark.parametrize("objective", [matbp.ncut_j1, matbp.ncut_j2], ids=["j1", "j2"])
-@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool, torch.float16])
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool])
 def test_objectives_reject_non_float_features(objective, dtype):
     # ncut_j1 used to compute integer features and cast J back: J = 0 or 2 instead of 2.24.
     X = (features(10, 3, seed=40) * 3).to(dtype)
     labels = random_labels(10, [0, 1], seed=41)
-    with pytest.raises(ValueError, match=f"matbp.{objective.__name__}: argument 'X' must be float32 or float64"):
+    with pytest.raises(ValueError, match=f"matbp.{objective.__name__}: argument 'X' must be a floating-point tensor"):
         objective(X, labels)
 
 
@@ -430,7 +430,7 @@ L10 = random_labels(10, [0, 1], seed=48)
     [
         ((X10, L10, torch.eye(4, dtype=torch.float64)), ValueError,
          r"argument 'Lambda' must have shape \(d, d\) or \(\*, d, d\) = \(3, 3\) to match 'X' of shape \(10, 3\)"),
-        ((X10, L10, torch.eye(3, dtype=torch.int64)), ValueError, "argument 'Lambda' must be float32 or float64"),
+        ((X10, L10, torch.eye(3, dtype=torch.int64)), ValueError, "argument 'Lambda' must be a floating-point tensor"),
         ((X10, L10, torch.full((3, 3), float("nan"), dtype=torch.float64)), ValueError, "argument 'Lambda' contains NaN"),
         ((X10, L10[:9]), ValueError, r"argument 'labels' must have shape \(\*, m\) = \(10,\) to match 'X'"),
         ((X10, L10.double()), ValueError, "argument 'labels' must be an integer tensor"),

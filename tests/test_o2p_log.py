@@ -237,9 +237,9 @@ def test_non_finite_input(bad):
         matbp.o2p_log(X)
 
 
-@pytest.mark.parametrize("dtype", [torch.int64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool])
 def test_bad_dtype(dtype):
-    with pytest.raises(RuntimeError, match="matbp.o2p_log: argument 'X' must be float32 or float64"):
+    with pytest.raises(RuntimeError, match="matbp.o2p_log: argument 'X' must be a floating-point tensor"):
         matbp.o2p_log(torch.ones(3, 4).to(dtype))
 
 

@@ -19,9 +19,9 @@ inline bool given(const std::optional<at::Tensor>& t) { return t.has_value() && 
 inline void check_float_dtype(const at::Tensor& t, const char* op, const char* arg) {
   TORCH_CHECK(t.defined(), op, ": argument '", arg, "' is undefined");
   const auto dtype = t.scalar_type();
+  // Half and bfloat16 arrive here as float32 (low_precision.h).
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, op, ": argument '", arg,
-              "' must be float32 or float64 (half and bfloat16 are not supported: "
-              "convert with .float()), got ",
+              "' must be a floating-point tensor (float16, bfloat16, float32 or float64), got ",
               dtype);
 }
 

@@ -19,37 +19,24 @@ namespace {
 // sym_fn_with_eig, whose extra (float64) outputs L, V are what its backward
 // needs, so the decomposition is never recomputed.
 at::Tensor sym_fn(const at::Tensor& A, c10::string_view fn, double p) {
-  static auto with_eig = matbp::detail::op<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
-      const at::Tensor&, c10::string_view, double)>("matbp::sym_fn_with_eig");
-  return std::get<0>(with_eig.call(A, fn, p));
+  return std::get<0>(matbp::sym_fn_with_eig(A, fn, p));
 }
 
 // o2p_log likewise forwards to o2p_log_with_eig, whose extra outputs are the
 // Gram eigendecomposition its backward reuses.
 at::Tensor o2p_log(const at::Tensor& X, double eps) {
-  static auto with_eig =
-      matbp::detail::op<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
-          const at::Tensor&, double)>("matbp::o2p_log_with_eig");
-  return std::get<0>(with_eig.call(X, eps));
+  return std::get<0>(matbp::o2p_log_with_eig(X, eps));
 }
 
 at::Tensor projector(const at::Tensor& A, std::optional<double> rtol) {
-  static auto with_eig = matbp::detail::op<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
-      const at::Tensor&, std::optional<double>)>("matbp::projector_with_eig");
-  return std::get<0>(with_eig.call(A, rtol));
+  return std::get<0>(matbp::projector_with_eig(A, rtol));
 }
 
 at::Tensor ncut_projector_distance(const at::Tensor& Y, const at::Tensor& weights,
                                    const at::Tensor& labels,
                                    const std::optional<at::Tensor>& Lambda,
                                    std::optional<double> rtol) {
-  static auto with_basis =
-      matbp::detail::op<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-                                   at::Tensor, at::Tensor, at::Tensor>(
-          const at::Tensor&, const at::Tensor&, const at::Tensor&,
-          const std::optional<at::Tensor>&, std::optional<double>)>(
-          "matbp::ncut_projector_distance_with_basis");
-  return std::get<0>(with_basis.call(Y, weights, labels, Lambda, rtol));
+  return std::get<0>(matbp::ncut_projector_distance_with_basis(Y, weights, labels, Lambda, rtol));
 }
 
 }  // namespace

@@ -47,12 +47,9 @@ int main() {
 
   // The backward, called through the dispatcher as autograd would:
   // <gX, E> must equal <gC, dC/dt> along a direction E.
-  using WithEig = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(const at::Tensor&, double);
-  using Backward = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                              const at::Tensor&, double);
-  auto [C2, S, Ug, Y] = matbp::detail::op<WithEig>("matbp::o2p_log_with_eig").call(X, eps);
+  auto [C2, S, Ug, Y] = matbp::o2p_log_with_eig(X, eps);
   const auto gC = at::randn({3, 6, 6}, f64);
-  const auto gX = matbp::detail::op<Backward>("matbp::o2p_log_backward").call(gC, X, S, Ug, Y, eps);
+  const auto gX = matbp::o2p_log_backward(gC, X, S, Ug, Y, eps);
   const auto E = at::randn(X.sizes(), f64);
   const double h = 1e-6;
   const auto dC = (matbp::o2p_log(X + h * E, eps) - matbp::o2p_log(X - h * E, eps)) / (2 * h);

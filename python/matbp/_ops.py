@@ -165,11 +165,16 @@ def _no_double_backward(op_name: str):
 # is an error, not an uninitialised result on the other device.
 
 
+# Half and bfloat16 are computed as float32 is (in float64 inside) and
+# returned in their own dtype; the kernels see float32 (csrc/ops/low_precision.h).
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
 def _check_float_dtype(t: Tensor, op: str, arg: str) -> None:
     torch._check(
-        t.dtype in (torch.float32, torch.float64),
-        lambda: f"{op}: argument '{arg}' must be float32 or float64 (half and bfloat16 are "
-        f"not supported: convert with .float()), got {t.dtype}",
+        t.dtype in FLOAT_DTYPES,
+        lambda: f"{op}: argument '{arg}' must be a floating-point tensor (float16, bfloat16, float32 "
+        f"or float64), got {t.dtype}",
     )
 
 
@@ -246,7 +251,7 @@ def sym_eig(A: Tensor) -> Tuple[Tensor, Tensor]:
     """Batched symmetric eigendecomposition A = V diag(L) Vᵀ.
 
     Args:
-        A: (*, n, n) float32 or float64; only the lower triangle is read.
+        A: (*, n, n) floating point (float16, bfloat16, float32, float64); only the lower triangle is read.
 
     Returns:
         L: (*, n) eigenvalues in ascending order.
@@ -317,7 +322,7 @@ def svd(X: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     """Batched thin SVD X = U diag(S) Vᵀ.
 
     Args:
-        X: (*, m, n) float32 or float64.
+        X: (*, m, n) floating point (float16, bfloat16, float32, float64).
 
     Returns:
         U: (*, m, k), S: (*, k) descending, V: (*, n, k), k = min(m, n).
@@ -410,7 +415,7 @@ def sym_fn(A: Tensor, fn: str, p: Optional[float] = None) -> Tensor:
     """Spectral matrix function f(A) = V f(Λ) Vᵀ of symmetric A.
 
     Args:
-        A: (*, n, n) float32 or float64, symmetric (lower triangle read).
+        A: (*, n, n) floating point, symmetric (lower triangle read).
         fn: "log" (A positive definite), "sqrt" (positive semi-definite),
             "pow" (exponent ``p``; PSD for p > 0, PD for p ≤ 0) or "exp".
         p: the exponent, required for "pow" and only for it.
@@ -514,7 +519,7 @@ def o2p_log(X: Tensor, eps: float = 1e-3) -> Tensor:
     """Second-order pooling log layer C = log(XᵀX + eps·I) (DeepO2P, eq. 4).
 
     Args:
-        X: (*, m, d) float32 or float64 — m positions (rows) × d channels.
+        X: (*, m, d) floating point — m positions (rows) × d channels.
             No 1/m normalisation is applied: pass ``X / sqrt(m)`` for the log
             of a (non-centred) covariance.
         eps: the regulariser, > 0 (the paper's 1e-3 by default).
@@ -579,7 +584,7 @@ def projector(A: Tensor, rtol: Optional[float] = None) -> Tensor:
     """Orthogonal projector Π_A = A A⁺ onto the range of symmetric A.
 
     Args:
-        A: (*, n, n) float32 or float64, symmetric (lower triangle read).
+        A: (*, n, n) floating point, symmetric (lower triangle read).
         rtol: eigenvalues with |λ| ≤ rtol·max|λ| count as zero (the numerical
             rank); default n·eps.
 
@@ -668,3 +673,21 @@ _register_autograd(
     "ncut_projector_distance_with_basis", _NCUT_NAME, _ncut_backward, setup_context=_ncut_setup
 )
 _no_double_backward("ncut_projector_distance_backward")
+
+
+# ------------------------------------------------------------- autocast
+#
+# Under torch.autocast every op runs as one of autocast's float32 list:
+# float16/bfloat16 arguments are cast to float32 (float64 ones are kept), the
+# op runs with autocast off, and its results come back in float32 (computed
+# in float64 inside, as for any float32 input). Registered on the ops with
+# kernels; sym_fn, o2p_log, projector and ncut_projector_distance reach them
+# through their _with_eig/_with_basis forms. The backward ops need no rule:
+# they take the dtypes their forward produced.
+_AUTOCAST_OPS = ("sym_eig", "svd", "sym_fn_with_eig", "o2p_log_with_eig", "projector_with_eig",
+                 "ncut_projector_distance_with_basis")
+
+for _device_type in ("cpu", "cuda"):
+    if torch.amp.is_autocast_available(_device_type):
+        for _name in _AUTOCAST_OPS:
+            torch.library.register_autocast(f"matbp::{_name}", _device_type, torch.float32)

@@ -681,6 +681,7 @@ class Trainer:
             "images_per_s": self.train_images / self.train_time if self.train_time > 0 else None,
             "epochs": len(self.history),
             "steps": self.global_step,
+            "parameters": sum(p.numel() for p in self.model.parameters()),
             "config": self._config(),
             "versions": versions,
             "device": device,

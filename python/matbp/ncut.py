@@ -45,7 +45,7 @@ from torch import Tensor
 
 _lib = torch.ops.matbp
 
-_FLOATS = (torch.float32, torch.float64)
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 # Largest segment id the operator's remapping tables accept (2^40 − 1).
 _MAX_LABEL_ID = (1 << 40) - 1
@@ -81,8 +81,8 @@ def _check_features(X, op: str) -> None:
         raise TypeError(f"{op}: argument 'X' must be a tensor of features (*, m, d), got {type(X).__name__}")
     if X.dtype not in _FLOATS:
         raise ArgumentError(
-            f"{op}: argument 'X' must be float32 or float64 (half, bfloat16, integer and bool "
-            f"features are not supported: convert with .float()), got {X.dtype}"
+            f"{op}: argument 'X' must be a floating-point tensor (float16, bfloat16, float32 or "
+            f"float64; integer and bool features are not supported), got {X.dtype}"
         )
     if X.dim() < 2:
         raise ArgumentError(
@@ -128,7 +128,7 @@ def check_lambda(Lambda, X: Tensor, op: str, x_name: str = "X") -> None:
             f"{op}: argument 'Lambda' must be a tensor (d, d) or (*, d, d), got {type(Lambda).__name__}"
         )
     if Lambda.dtype not in _FLOATS:
-        raise ArgumentError(f"{op}: argument 'Lambda' must be float32 or float64, got {Lambda.dtype}")
+        raise ArgumentError(f"{op}: argument 'Lambda' must be a floating-point tensor, got {Lambda.dtype}")
     d, batch = X.shape[-1], tuple(X.shape[:-2])
     _check_fits(Lambda, "Lambda", ((d, d), (*batch, d, d)), f"(d, d) or (*, d, d) = {(*batch, d, d)}", X,
                 x_name, op)
@@ -217,9 +217,12 @@ def _ncut(objective: str, op: str, X, labels, Lambda, rtol, return_rank):
         )
     root = D.sqrt()
     out = _projector_distance(X64 / root.unsqueeze(-1), root, labels, Ls, rtol, return_rank)
+    # J2's operator returns X's dtype itself (float32 under autocast, like every op).
+    dtype = (torch.float32 if X.dtype in (torch.float16, torch.bfloat16)
+             and torch.is_autocast_enabled(X.device.type) else X.dtype)
     if return_rank:
-        return out[0].to(X.dtype), out[1]
-    return out.to(X.dtype)
+        return out[0].to(dtype), out[1]
+    return out.to(dtype)
 
 
 def ncut_j2(
@@ -232,7 +235,7 @@ def ncut_j2(
     """J2 = ½‖Π_W − Π_Ψ‖²_F for W = X Λ Xᵀ (paper eqs. 20, 21).
 
     Args:
-        X: (*, m, d) features of m ≥ 1 pixels, float32 or float64, finite.
+        X: (*, m, d) features of m ≥ 1 pixels, floating point, finite.
         labels: (*, m) integer ground-truth segment ids, >= 0; any ids (they
             need not be contiguous; ids that do not occur are ignored).
         Lambda: optional symmetric (d, d) or (*, d, d) float32/float64 metric

@@ -147,8 +147,7 @@ def run_o2p(args) -> dict:
         torch.manual_seed(args.seed + 1_000_003 * d.rank)
         trainer = engine.Trainer(args, model, train_set, val_set, classification_step,
                                  classification_evaluate, classification_describe, d,
-                                 extra_summary=lambda: {"num_classes": num_classes,
-                                                        "parameters": sum(p.numel() for p in model.parameters())})
+                                 extra_summary=lambda: {"num_classes": num_classes})
         if d.is_main:
             print(f"matbp.train o2p: {args.model} ({args.backbone}, pooling {args.pooling}) on {args.data}: "
                   f"{len(train_set)} train / {len(val_set)} val samples, {num_classes} classes, "
@@ -257,8 +256,7 @@ def run_ncuts(args) -> dict:
             ncuts_describe, d, collate_fn=collate_segmentation, select="val_objective", panels=NCUTS_PANELS,
             extra_summary=lambda: {"final_objective": trainer.history[-1]["train_objective"] if trainer.history
                                    else None,
-                                   "final_rank": trainer.history[-1]["train_rank"] if trainer.history else None,
-                                   "parameters": sum(p.numel() for p in model.parameters())})
+                                   "final_rank": trainer.history[-1]["train_rank"] if trainer.history else None})
         if d.is_main:
             print(f"matbp.train ncuts: DeepNCuts ({args.backbone}, {args.objective}, stride {args.stride}) on "
                   f"{args.data}: {len(train_set)} train / {len(val_set)} held-out images, {d.world_size} "

@@ -28,24 +28,6 @@ namespace generic = matbp::ops::generic;
 const auto kF64 = at::TensorOptions().dtype(at::kDouble);
 const auto kI64 = at::TensorOptions().dtype(at::kLong);
 
-using WithBasis = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>(
-    const Tensor&, const Tensor&, const Tensor&, const std::optional<Tensor>&,
-    std::optional<double>);
-using Backward = std::tuple<Tensor, Tensor, Tensor>(const Tensor&, const Tensor&,
-                                                    const std::optional<Tensor>&, const Tensor&,
-                                                    const Tensor&, const Tensor&, const Tensor&,
-                                                    const Tensor&, const Tensor&);
-
-auto with_basis_op() {
-  static auto h = matbp::detail::op<WithBasis>("matbp::ncut_projector_distance_with_basis");
-  return h;
-}
-
-auto backward_op() {
-  static auto h = matbp::detail::op<Backward>("matbp::ncut_projector_distance_backward");
-  return h;
-}
-
 double max_abs_diff(const Tensor& a, const Tensor& b) {
   return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
 }
@@ -176,7 +158,7 @@ TEST_F(GenericNcut, SegmentRemapAndStatsOfTheCpuHooks) {
 
   // Dense ids (lookup tables) and huge sparse ids (sort-based unique) alike.
   for (const int64_t scale : {int64_t(1), int64_t(1) << 30}) {
-    auto out = with_basis_op().call(Y, w, labels * scale, std::nullopt, std::nullopt);
+    auto out = matbp::ncut_projector_distance_with_basis(Y, w, labels * scale, std::nullopt, std::nullopt);
     const auto& Q = std::get<2>(out);
     const auto& index = std::get<5>(out);
     const auto& image = std::get<6>(out);
@@ -218,7 +200,7 @@ TEST_F(GenericNcut, TallSkinnyQrOfRowBlocks) {
   // range of Y: orthonormal range columns, and Y = Q Q^T Y.
   const auto w = at::ones({2, m}, kF64);
   const auto labels = at::randint(0, 4, {2, m}, kI64);
-  auto out = with_basis_op().call(Y, w, labels, std::nullopt, std::nullopt);
+  auto out = matbp::ncut_projector_distance_with_basis(Y, w, labels, std::nullopt, std::nullopt);
   const auto& rank = std::get<1>(out);
   const auto& Q = std::get<2>(out);
   EXPECT_TRUE(at::equal(rank, at::full({2}, 5, kI64)));
@@ -263,11 +245,9 @@ TEST_F(GenericNcut, ValueAndGradientsMatchDenseFormulas) {
   const auto Y = at::rand({2, m, d}, kF64) + 0.05;
   const auto w = at::rand({2, m}, kF64) + 0.5;
   const auto labels = at::randint(0, 4, {2, m}, kI64) * 3;
-  auto out = with_basis_op().call(Y, w, labels, std::nullopt, std::nullopt);
+  auto out = matbp::ncut_projector_distance_with_basis(Y, w, labels, std::nullopt, std::nullopt);
   const auto gJ = at::tensor(std::vector<double>{0.7, -1.3}, kF64);
-  auto [gY, gw, gLambda] = backward_op().call(gJ, w, std::nullopt, std::get<2>(out),
-                                              std::get<3>(out), std::get<4>(out),
-                                              std::get<5>(out), std::get<6>(out), std::get<7>(out));
+  auto [gY, gw, gLambda] = matbp::ncut_projector_distance_backward(gJ, w, std::nullopt, out);
   EXPECT_TRUE(at::equal(std::get<1>(out), at::full({2}, d, kI64)));  // rank
   EXPECT_EQ(gLambda.sizes(), (std::vector<int64_t>{d, d}));
   for (int64_t b = 0; b < 2; ++b) {
@@ -300,7 +280,7 @@ TEST_F(GenericNcut, BatchShapesAndPerImageLambda) {
   const int64_t m = 30, d = 4;
   // Empty batch.
   {
-    auto out = with_basis_op().call(at::rand({0, m, d}, kF64), at::ones({0, m}, kF64),
+    auto out = matbp::ncut_projector_distance_with_basis(at::rand({0, m, d}, kF64), at::ones({0, m}, kF64),
                                     at::zeros({0, m}, kI64), std::nullopt, std::nullopt);
     EXPECT_EQ(std::get<0>(out).sizes(), (std::vector<int64_t>{0}));
     EXPECT_EQ(std::get<6>(out).numel(), 0);
@@ -311,15 +291,13 @@ TEST_F(GenericNcut, BatchShapesAndPerImageLambda) {
   const auto labels = at::randint(0, 3, {2, 3, m}, kI64);
   const auto A = at::randn({2, 3, d, d}, kF64);
   const auto Lambda = at::matmul(A, A.mT()) + 0.1 * at::eye(d, kF64);
-  auto out = with_basis_op().call(Y, w, labels, Lambda, std::nullopt);
+  auto out = matbp::ncut_projector_distance_with_basis(Y, w, labels, Lambda, std::nullopt);
   ASSERT_EQ(std::get<0>(out).sizes(), (std::vector<int64_t>{2, 3}));
-  auto [gY, gw, gLambda] = backward_op().call(at::ones({2, 3}, kF64), w, Lambda, std::get<2>(out),
-                                              std::get<3>(out), std::get<4>(out),
-                                              std::get<5>(out), std::get<6>(out), std::get<7>(out));
+  auto [gY, gw, gLambda] = matbp::ncut_projector_distance_backward(at::ones({2, 3}, kF64), w, Lambda, out);
   EXPECT_EQ(gY.sizes(), Y.sizes());
   EXPECT_EQ(gLambda.sizes(), Lambda.sizes());
   for (const auto& [i, j] : {std::pair<int64_t, int64_t>{0, 0}, {1, 2}}) {
-    auto one = with_basis_op().call(Y[i][j], w[i][j], labels[i][j], Lambda[i][j], std::nullopt);
+    auto one = matbp::ncut_projector_distance_with_basis(Y[i][j], w[i][j], labels[i][j], Lambda[i][j], std::nullopt);
     EXPECT_NEAR(std::get<0>(out)[i][j].item<double>(), std::get<0>(one).item<double>(), 1e-12);
   }
 }
@@ -329,7 +307,7 @@ TEST_F(GenericNcut, BadInputsRaiseClearErrors) {
   const auto Y = at::rand({2, m, d}, kF64);
   const auto w = at::ones({2, m}, kF64);
   auto call = [&](const Tensor& labels) {
-    return error_of([&] { with_basis_op().call(Y, w, labels, std::nullopt, std::nullopt); });
+    return error_of([&] { matbp::ncut_projector_distance_with_basis(Y, w, labels, std::nullopt, std::nullopt); });
   };
   auto labels = at::zeros({2, m}, kI64);
   labels[1][3] = -2;
@@ -342,22 +320,23 @@ TEST_F(GenericNcut, BadInputsRaiseClearErrors) {
   auto Yn = Y.clone();
   Yn[0][1][2] = std::numeric_limits<double>::quiet_NaN();
   EXPECT_NE(error_of([&] {
-              with_basis_op().call(Yn, w, at::zeros({2, m}, kI64), std::nullopt, std::nullopt);
+              matbp::ncut_projector_distance_with_basis(Yn, w, at::zeros({2, m}, kI64), std::nullopt, std::nullopt);
             }).find("argument 'Y' contains NaN or Inf"),
             std::string::npos);
   const auto bad_lambda = at::full({d, d}, std::numeric_limits<double>::infinity(), kF64);
   EXPECT_NE(error_of([&] {
-              with_basis_op().call(Y, w, at::zeros({2, m}, kI64), bad_lambda, std::nullopt);
+              matbp::ncut_projector_distance_with_basis(Y, w, at::zeros({2, m}, kI64), bad_lambda, std::nullopt);
             }).find("argument 'Lambda' contains NaN or Inf"),
             std::string::npos);
 
   // The backward refuses segment numbers that would index out of bounds.
-  auto out = with_basis_op().call(Y, w, at::randint(0, 3, {2, m}, kI64), std::nullopt, std::nullopt);
+  auto out = matbp::ncut_projector_distance_with_basis(Y, w, at::randint(0, 3, {2, m}, kI64), std::nullopt, std::nullopt);
   auto index = std::get<5>(out).clone();
   index[0][0] = std::get<7>(out).size(0);
   const auto message = error_of([&] {
-    backward_op().call(at::ones({2}, kF64), w, std::nullopt, std::get<2>(out), std::get<3>(out),
-                       std::get<4>(out), index, std::get<6>(out), std::get<7>(out));
+    auto corrupt = out;
+    std::get<5>(corrupt) = index;
+    matbp::ncut_projector_distance_backward(at::ones({2}, kF64), w, std::nullopt, corrupt);
   });
   EXPECT_NE(message.find("matbp.ncut_projector_distance_backward: 'segment_index' must be in [0, "),
             std::string::npos)

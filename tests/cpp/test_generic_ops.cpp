@@ -55,20 +55,6 @@ double max_abs_diff(const Tensor& a, const Tensor& b) {
   return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor> cpu_o2p_with_eig(const Tensor& X, double eps) {
-  static auto h = matbp::detail::op<std::tuple<Tensor, Tensor, Tensor, Tensor>(const Tensor&, double)>(
-      "matbp::o2p_log_with_eig");
-  return h.call(X, eps);
-}
-
-Tensor cpu_o2p_backward(const Tensor& gC, const Tensor& X, const Tensor& S, const Tensor& U,
-                        const Tensor& Y, double eps) {
-  static auto h = matbp::detail::op<Tensor(const Tensor&, const Tensor&, const Tensor&,
-                                           const Tensor&, const Tensor&, double)>(
-      "matbp::o2p_log_backward");
-  return h.call(gC, X, S, U, Y, eps);
-}
-
 // Rank-deficient features: the small Gram eigenvalues need the refinement.
 Tensor features(int64_t batch, int64_t m, int64_t d, int64_t rank, at::ScalarType dtype) {
   auto A = at::randn({batch, m, rank}, at::kDouble);
@@ -88,13 +74,13 @@ TEST_P(GenericOps, O2pLogMatchesCpuKernels) {
   const double eps = 1e-3;
   const auto X = features(3, m, d, rank, at::kDouble);
   auto [C, S, U, Y] = matbp::ops::generic::o2p_log_with_eig<ReferenceBackend>(X, eps);
-  auto [Cc, Sc, Uc, Yc] = cpu_o2p_with_eig(X, eps);
+  auto [Cc, Sc, Uc, Yc] = matbp::o2p_log_with_eig(X, eps);
   EXPECT_LT(max_abs_diff(C, Cc), 1e-11);
   EXPECT_LT(max_abs_diff(S, Sc), 1e-11 * Sc.abs().max().item<double>());
   EXPECT_EQ(max_abs_diff(C, C.mT()), 0.0);
   const auto gC = at::randn({3, d, d}, at::kDouble);
   const auto gX = matbp::ops::generic::o2p_log_backward<ReferenceBackend>(gC, X, S, U, Y, eps);
-  const auto gXc = cpu_o2p_backward(gC, X, Sc, Uc, Yc, eps);
+  const auto gXc = matbp::o2p_log_backward(gC, X, Sc, Uc, Yc, eps);
   EXPECT_LT(max_abs_diff(gX, gXc), 1e-8 * gXc.abs().max().item<double>());
 }
 
@@ -109,7 +95,7 @@ TEST(GenericOpsFloat32, O2pLogKeepsTheInputDtype) {
   auto [C, S, U, Y] = matbp::ops::generic::o2p_log_with_eig<ReferenceBackend>(X, 1e-2);
   EXPECT_EQ(C.scalar_type(), at::kFloat);
   EXPECT_EQ(S.scalar_type(), at::kDouble);
-  auto [Cc, Sc, Uc, Yc] = cpu_o2p_with_eig(X, 1e-2);
+  auto [Cc, Sc, Uc, Yc] = matbp::o2p_log_with_eig(X, 1e-2);
   EXPECT_LT(max_abs_diff(C, Cc), 1e-5);
 }
 
@@ -124,7 +110,7 @@ TEST(GenericOpsFailures, NonFiniteMatrixIsPoisonedNotRaised) {
   EXPECT_TRUE(S[1].isnan().all().item<bool>());
   EXPECT_TRUE(at::isfinite(C[0]).all().item<bool>());
   EXPECT_TRUE(at::isfinite(C[2]).all().item<bool>());
-  auto [C0, S0, U0, Y0] = cpu_o2p_with_eig(X[0].unsqueeze(0), 1e-3);
+  auto [C0, S0, U0, Y0] = matbp::o2p_log_with_eig(X[0].unsqueeze(0), 1e-3);
   EXPECT_LT(max_abs_diff(C[0], C0[0]), 1e-11);
 
   const auto ok = at::tensor({1, 0, 0}).to(at::kBool);

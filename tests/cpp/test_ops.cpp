@@ -132,3 +132,42 @@ TEST(MatbpRegistration, EveryTensorOperatorHasACudaKernel) {
 #endif
 
 }  // namespace
+
+// Half and bfloat16 arguments are computed as their float32 values are and
+// returned in their own dtype, the saved decomposition in float64
+// (csrc/ops/low_precision.h); the backward op takes and returns them too.
+TEST(MatbpLowPrecision, ComputedAsFloat32AndReturnedInTheirDtype) {
+  at::manual_seed(1);
+  for (auto dtype : {at::kHalf, at::kBFloat16}) {
+    const auto X = at::randn({2, 9, 4}, at::TensorOptions().dtype(at::kDouble)).to(dtype);
+    const auto X32 = X.to(at::kFloat);
+    auto [C, S, U, Y] = matbp::o2p_log_with_eig(X, 1e-3);
+    EXPECT_EQ(C.scalar_type(), dtype);
+    EXPECT_EQ(S.scalar_type(), at::kDouble);
+    EXPECT_TRUE(at::equal(C, matbp::o2p_log(X32, 1e-3).to(dtype)));
+
+    const auto gC = at::randn({2, 4, 4}, at::TensorOptions().dtype(at::kDouble)).to(dtype);
+    const auto gX = matbp::o2p_log_backward(gC, X, S, U, Y, 1e-3);
+    EXPECT_EQ(gX.scalar_type(), dtype);
+    auto [C32, S32, U32, Y32] = matbp::o2p_log_with_eig(X32, 1e-3);
+    const auto gX32 = matbp::o2p_log_backward(gC.to(at::kFloat), X32, S32, U32, Y32, 1e-3);
+    EXPECT_TRUE(at::equal(gX, gX32.to(dtype)));
+
+    auto [L, V] = matbp::sym_eig(at::matmul(X.mT(), X));
+    EXPECT_EQ(L.scalar_type(), dtype);
+    EXPECT_EQ(V.scalar_type(), dtype);
+  }
+}
+
+TEST(MatbpLowPrecision, OtherDtypesAreRejectedNamingTheArgument) {
+  const auto A = at::eye(3, at::TensorOptions().dtype(at::kLong));
+  try {
+    matbp::sym_eig(A);
+    FAIL() << "no error";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what_without_backtrace())
+                  .find("matbp.sym_eig: argument 'A' must be a floating-point tensor"),
+              std::string::npos)
+        << e.what_without_backtrace();
+  }
+}

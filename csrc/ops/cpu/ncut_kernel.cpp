@@ -17,6 +17,7 @@
 #include "batch_loops.h"
 #include "cpu_backend.h"
 #include "lapack.h"
+#include "../low_precision.h"
 
 namespace matbp::ops::generic {
 
@@ -174,9 +175,9 @@ namespace matbp::ops::cpu {
 
 TORCH_LIBRARY_IMPL(matbp, CPU, m) {
   m.impl("ncut_projector_distance_with_basis",
-         &generic::ncut_projector_distance_with_basis<CpuBackend>);
+         widening<&generic::ncut_projector_distance_with_basis<CpuBackend>>());
   m.impl("ncut_projector_distance_backward",
-         &generic::ncut_projector_distance_backward<CpuBackend>);
+         widening<&generic::ncut_projector_distance_backward<CpuBackend>>());
 }
 
 }  // namespace matbp::ops::cpu

@@ -27,6 +27,7 @@
 #include "batch_loops.h"
 #include "cpu_backend.h"
 #include "lapack.h"
+#include "../low_precision.h"
 
 namespace matbp::ops::cpu {
 namespace {
@@ -332,8 +333,8 @@ at::Tensor o2p_log_backward_cpu(const at::Tensor& gC, const at::Tensor& X, const
 }  // namespace
 
 TORCH_LIBRARY_IMPL(matbp, CPU, m) {
-  m.impl("o2p_log_with_eig", &o2p_log_with_eig_cpu);
-  m.impl("o2p_log_backward", &o2p_log_backward_cpu);
+  m.impl("o2p_log_with_eig", widening<&o2p_log_with_eig_cpu>());
+  m.impl("o2p_log_backward", widening<&o2p_log_backward_cpu>());
 }
 
 }  // namespace matbp::ops::cpu

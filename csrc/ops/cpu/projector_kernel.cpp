@@ -7,12 +7,13 @@
 
 #include "../generic/projector.h"
 #include "cpu_backend.h"
+#include "../low_precision.h"
 
 namespace matbp::ops::cpu {
 
 TORCH_LIBRARY_IMPL(matbp, CPU, m) {
-  m.impl("projector_with_eig", &generic::projector_with_eig<CpuBackend>);
-  m.impl("projector_backward", &generic::projector_backward<CpuBackend>);
+  m.impl("projector_with_eig", widening<&generic::projector_with_eig<CpuBackend>>());
+  m.impl("projector_backward", widening<&generic::projector_backward<CpuBackend>>());
 }
 
 }  // namespace matbp::ops::cpu

@@ -13,6 +13,7 @@
 #include "batch_loops.h"
 #include "cpu_backend.h"
 #include "lapack.h"
+#include "../low_precision.h"
 
 namespace matbp::ops::cpu {
 namespace {
@@ -80,8 +81,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> svd_cpu(const at::Tensor& X) {
 }  // namespace
 
 TORCH_LIBRARY_IMPL(matbp, CPU, m) {
-  m.impl("svd", &svd_cpu);
-  m.impl("svd_backward", &generic::svd_backward<CpuBackend>);
+  m.impl("svd", widening<&svd_cpu>());
+  m.impl("svd_backward", widening<&generic::svd_backward<CpuBackend>>());
 }
 
 }  // namespace matbp::ops::cpu

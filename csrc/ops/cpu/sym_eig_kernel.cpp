@@ -15,6 +15,7 @@
 #include "batch_loops.h"
 #include "cpu_backend.h"
 #include "lapack.h"
+#include "../low_precision.h"
 
 namespace matbp::ops::cpu {
 namespace {
@@ -85,8 +86,8 @@ std::tuple<at::Tensor, at::Tensor> sym_eig_lapack(const at::Tensor& A, at::Scala
 }
 
 TORCH_LIBRARY_IMPL(matbp, CPU, m) {
-  m.impl("sym_eig", &sym_eig_cpu);
-  m.impl("sym_eig_backward", &generic::sym_eig_backward<CpuBackend>);
+  m.impl("sym_eig", widening<&sym_eig_cpu>());
+  m.impl("sym_eig_backward", widening<&generic::sym_eig_backward<CpuBackend>>());
 }
 
 }  // namespace matbp::ops::cpu

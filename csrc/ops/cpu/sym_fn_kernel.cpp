@@ -7,12 +7,13 @@
 
 #include "../generic/sym_fn.h"
 #include "cpu_backend.h"
+#include "../low_precision.h"
 
 namespace matbp::ops::cpu {
 
 TORCH_LIBRARY_IMPL(matbp, CPU, m) {
-  m.impl("sym_fn_with_eig", &generic::sym_fn_with_eig<CpuBackend>);
-  m.impl("sym_fn_backward", &generic::sym_fn_backward<CpuBackend>);
+  m.impl("sym_fn_with_eig", widening<&generic::sym_fn_with_eig<CpuBackend>>());
+  m.impl("sym_fn_backward", widening<&generic::sym_fn_backward<CpuBackend>>());
 }
 
 }  // namespace matbp::ops::cpu

@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "../generic/backend.h"
+#include "../low_precision.h"
 #include "cusolver.h"
 
 namespace matbp::ops::cuda {
@@ -80,21 +81,32 @@ inline c10::cuda::CUDAGuard guard_device_of(const at::Tensor& t, const char* op,
   return c10::cuda::CUDAGuard(t.device());
 }
 
-// The CUDA kernel of a device-generic op: `generic` (instantiated over
+// A string literal as a template argument (the op and argument names of
+// on_device_of).
+template <std::size_t N>
+struct Name {
+  constexpr Name(const char (&s)[N]) {
+    for (std::size_t i = 0; i < N; ++i) text[i] = s[i];
+  }
+  char text[N];
+};
+
+// The CUDA kernel of a device-generic op: `Generic` (instantiated over
 // CudaBackend) run under a guard on the device of its argument number
 // `kArg`, which must be a CUDA tensor (named kArgName, op kOp, in the
-// message otherwise). Registered as on_device_of<&generic::f<CudaBackend>,
-// kArg, kOp, kArgName>().
-template <auto Generic, std::size_t kArg, const char* kOp, const char* kArgName, typename R,
-          typename... Args>
+// message otherwise), half and bfloat16 computed as float32 (widened,
+// low_precision.h). Registered as
+//   on_device_of<&generic::f<CudaBackend>, kArg, "matbp.f", "A">().
+template <auto Generic, std::size_t kArg, Name kOp, Name kArgName, typename R, typename... Args>
 constexpr auto on_device_of_signature(R (*)(Args...)) {
   return +[](Args... args) -> R {
-    auto guard = guard_device_of(std::get<kArg>(std::forward_as_tuple(args...)), kOp, kArgName);
-    return Generic(std::forward<Args>(args)...);
+    auto guard =
+        guard_device_of(std::get<kArg>(std::forward_as_tuple(args...)), kOp.text, kArgName.text);
+    return widened(Generic, std::forward<Args>(args)...);
   };
 }
 
-template <auto Generic, std::size_t kArg, const char* kOp, const char* kArgName>
+template <auto Generic, std::size_t kArg, Name kOp, Name kArgName>
 constexpr auto on_device_of() {
   return on_device_of_signature<Generic, kArg, kOp, kArgName>(Generic);
 }

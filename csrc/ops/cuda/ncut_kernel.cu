@@ -105,8 +105,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ncut_projector_distance_backward_
 }  // namespace
 
 TORCH_LIBRARY_IMPL(matbp, CUDA, m) {
-  m.impl("ncut_projector_distance_with_basis", &ncut_projector_distance_with_basis_cuda);
-  m.impl("ncut_projector_distance_backward", &ncut_projector_distance_backward_cuda);
+  m.impl("ncut_projector_distance_with_basis", widening<&ncut_projector_distance_with_basis_cuda>());
+  m.impl("ncut_projector_distance_backward", widening<&ncut_projector_distance_backward_cuda>());
 }
 
 }  // namespace matbp::ops::cuda

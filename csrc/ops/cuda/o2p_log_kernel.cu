@@ -8,18 +8,11 @@
 #include "cuda_backend.cuh"
 
 namespace matbp::ops::cuda {
-namespace {
-
-constexpr char kO2pLog[] = "matbp.o2p_log";
-constexpr char kO2pLogBackward[] = "matbp.o2p_log_backward";
-constexpr char kX[] = "X";
-
-}  // namespace
 
 TORCH_LIBRARY_IMPL(matbp, CUDA, m) {
-  m.impl("o2p_log_with_eig", on_device_of<&generic::o2p_log_with_eig<CudaBackend>, 0, kO2pLog, kX>());
+  m.impl("o2p_log_with_eig", on_device_of<&generic::o2p_log_with_eig<CudaBackend>, 0, "matbp.o2p_log", "X">());
   m.impl("o2p_log_backward",
-         on_device_of<&generic::o2p_log_backward<CudaBackend>, 1, kO2pLogBackward, kX>());
+         on_device_of<&generic::o2p_log_backward<CudaBackend>, 1, "matbp.o2p_log_backward", "X">());
 }
 
 }  // namespace matbp::ops::cuda

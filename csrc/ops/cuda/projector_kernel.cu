@@ -7,20 +7,12 @@
 #include "cuda_backend.cuh"
 
 namespace matbp::ops::cuda {
-namespace {
-
-constexpr char kProjector[] = "matbp.projector";
-constexpr char kProjectorBackward[] = "matbp.projector_backward";
-constexpr char kA[] = "A";
-constexpr char kV[] = "V";
-
-}  // namespace
 
 TORCH_LIBRARY_IMPL(matbp, CUDA, m) {
   m.impl("projector_with_eig",
-         on_device_of<&generic::projector_with_eig<CudaBackend>, 0, kProjector, kA>());
+         on_device_of<&generic::projector_with_eig<CudaBackend>, 0, "matbp.projector", "A">());
   m.impl("projector_backward",
-         on_device_of<&generic::projector_backward<CudaBackend>, 2, kProjectorBackward, kV>());
+         on_device_of<&generic::projector_backward<CudaBackend>, 2, "matbp.projector_backward", "V">());
 }
 
 }  // namespace matbp::ops::cuda

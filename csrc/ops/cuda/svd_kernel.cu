@@ -23,14 +23,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> svd_cuda(const at::Tensor& X) {
   return {svd.U.to(dtype), svd.S.to(dtype), svd.V.to(dtype)};
 }
 
-constexpr char kSvdBackward[] = "matbp.svd_backward";
-constexpr char kU[] = "U";
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(matbp, CUDA, m) {
-  m.impl("svd", &svd_cuda);
-  m.impl("svd_backward", on_device_of<&generic::svd_backward<CudaBackend>, 3, kSvdBackward, kU>());
+  m.impl("svd", widening<&svd_cuda>());
+  m.impl("svd_backward", on_device_of<&generic::svd_backward<CudaBackend>, 3, "matbp.svd_backward", "U">());
 }
 
 }  // namespace matbp::ops::cuda

@@ -22,15 +22,12 @@ std::tuple<at::Tensor, at::Tensor> sym_eig_cuda(const at::Tensor& A) {
   return {eig.L.to(A.scalar_type()), eig.V.to(A.scalar_type())};
 }
 
-constexpr char kSymEigBackward[] = "matbp.sym_eig_backward";
-constexpr char kV[] = "V";
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(matbp, CUDA, m) {
-  m.impl("sym_eig", &sym_eig_cuda);
+  m.impl("sym_eig", widening<&sym_eig_cuda>());
   m.impl("sym_eig_backward",
-         on_device_of<&generic::sym_eig_backward<CudaBackend>, 3, kSymEigBackward, kV>());
+         on_device_of<&generic::sym_eig_backward<CudaBackend>, 3, "matbp.sym_eig_backward", "V">());
 }
 
 }  // namespace matbp::ops::cuda

@@ -7,19 +7,11 @@
 #include "cuda_backend.cuh"
 
 namespace matbp::ops::cuda {
-namespace {
-
-constexpr char kSymFn[] = "matbp.sym_fn";
-constexpr char kSymFnBackward[] = "matbp.sym_fn_backward";
-constexpr char kA[] = "A";
-constexpr char kV[] = "V";
-
-}  // namespace
 
 TORCH_LIBRARY_IMPL(matbp, CUDA, m) {
-  m.impl("sym_fn_with_eig", on_device_of<&generic::sym_fn_with_eig<CudaBackend>, 0, kSymFn, kA>());
+  m.impl("sym_fn_with_eig", on_device_of<&generic::sym_fn_with_eig<CudaBackend>, 0, "matbp.sym_fn", "A">());
   m.impl("sym_fn_backward",
-         on_device_of<&generic::sym_fn_backward<CudaBackend>, 2, kSymFnBackward, kV>());
+         on_device_of<&generic::sym_fn_backward<CudaBackend>, 2, "matbp.sym_fn_backward", "V">());
 }
 
 }  // namespace matbp::ops::cuda

@@ -1,0 +1,72 @@
+#pragma once
+
+// Half and bfloat16 arguments. Every op accepts them and computes as it does
+// for float32 input (in float64 inside): the kernels themselves see float32
+// and float64 only. widened() converts the half/bfloat16 tensor arguments of
+// one kernel call to float32 and its float32 results back to that dtype; the
+// float64 results (saved decompositions) stay float64. Registered as
+// widening<&kernel>() (CPU) and through on_device_of (CUDA).
+
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+#include <tuple>
+#include <utility>
+
+namespace matbp::ops {
+
+inline bool is_low_precision(const at::Tensor& t) {
+  return t.defined() && (t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16);
+}
+
+namespace low_precision {
+
+inline void find(std::optional<at::ScalarType>& low, const at::Tensor& t) {
+  if (!low && is_low_precision(t)) low = t.scalar_type();
+}
+inline void find(std::optional<at::ScalarType>& low, const std::optional<at::Tensor>& t) {
+  if (t.has_value()) find(low, *t);
+}
+template <typename T>
+void find(std::optional<at::ScalarType>&, const T&) {}
+
+inline at::Tensor widen(const at::Tensor& t) { return is_low_precision(t) ? t.to(at::kFloat) : t; }
+inline std::optional<at::Tensor> widen(const std::optional<at::Tensor>& t) {
+  return t.has_value() ? std::optional<at::Tensor>(widen(*t)) : t;
+}
+template <typename T>
+const T& widen(const T& x) {
+  return x;
+}
+
+inline at::Tensor narrow(at::Tensor t, at::ScalarType low) {
+  return t.scalar_type() == at::kFloat ? t.to(low) : t;
+}
+template <typename... Ts>
+std::tuple<Ts...> narrow(std::tuple<Ts...> t, at::ScalarType low) {
+  return std::apply([low](auto&... x) { return std::tuple<Ts...>(narrow(std::move(x), low)...); }, t);
+}
+
+}  // namespace low_precision
+
+// kernel(args...), with half/bfloat16 tensors computed as float32 (above).
+template <typename Kernel, typename... Args>
+auto widened(const Kernel& kernel, Args&&... args) {
+  std::optional<at::ScalarType> low;
+  (low_precision::find(low, args), ...);
+  if (!low) return kernel(std::forward<Args>(args)...);
+  return low_precision::narrow(kernel(low_precision::widen(args)...), *low);
+}
+
+template <auto Kernel, typename R, typename... Args>
+constexpr auto widening_signature(R (*)(Args...)) {
+  return +[](Args... args) -> R { return widened(Kernel, std::forward<Args>(args)...); };
+}
+
+// The kernel `Kernel` (a function pointer) behind widened(), with its signature.
+template <auto Kernel>
+constexpr auto widening() {
+  return widening_signature<Kernel>(Kernel);
+}
+
+}  // namespace matbp::ops
