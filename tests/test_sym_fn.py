@@ -258,3 +258,35 @@ def test_pow_far_apart_eigenvalues_finite_and_exact(p):
     (matbp.sym_fn(A, "pow", p) * G).sum().backward()
     assert torch.isfinite(A.grad).all()
     assert rel_err(A.grad, reference_gradient(Q, lam, G, "pow", p)) < 1e-12
+
+
+# Tolerances follow the input's precision: a singular PSD matrix rounded to
+# float32 (or half) has eigenvalues of about -n eps ||A|| in that precision;
+# they count as zero, as rounding of a float64 input does at float64's eps.
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_singular_psd_in_low_precision_counts_rounding_negatives_as_zero(dtype, device):
+    g = torch.Generator().manual_seed(21)
+    F = torch.randn(3, 64, 10, generator=g, dtype=torch.float64)
+    A = (F @ F.mT).to(dtype)                     # rank 10 of 64, rounded
+    L64 = torch.linalg.eigvalsh(A.double())
+    assert (L64.min(-1).values < 0).any()        # rounding made the matrices indefinite
+    R = matbp.sym_fn(A.to(device), "sqrt")
+    assert R.dtype == dtype and torch.isfinite(R.float()).all()
+    L, V = torch.linalg.eigh(A.double())
+    expected = (V * L.clamp_min(0).sqrt().unsqueeze(-2)) @ V.mT
+    err = (R.double().cpu() - expected).norm() / expected.norm()
+    assert err <= 4 * torch.finfo(dtype).eps ** 0.5, err   # sqrt near zero: half the digits
+
+
+def test_float32_tolerance_still_rejects_a_truly_indefinite_matrix(device):
+    A = torch.diag(torch.tensor([-1e-3, 0.5, 1.0])).float().to(device)
+    with pytest.raises(RuntimeError, match="matbp.sym_fn: fn='sqrt' is not defined for matrix 0"), \
+            matbp.sync_checks(True):
+        matbp.sym_fn(A, "sqrt")
+
+
+def test_float64_input_keeps_the_float64_tolerance():
+    A = torch.diag(torch.tensor([-1e-9, 0.5, 1.0], dtype=torch.float64))
+    with pytest.raises(RuntimeError, match="matbp.sym_fn: fn='sqrt' is not defined for matrix 0"):
+        matbp.sym_fn(A, "sqrt")
+    assert torch.isfinite(matbp.sym_fn(A.float(), "sqrt")).all()  # -1e-9 is float32 rounding

@@ -240,9 +240,11 @@ def test_table1_command_writes_the_table_and_reuses_runs(tmp_path, capsys):
 
 def test_keep_freed_memory_stops_page_faults_of_reallocations():
     # In a fresh process, a "step" allocates, touches and frees buffers of
-    # 4–24 MiB (52 MiB, 13 312 pages) five times. glibc's default returns them
-    # to the kernel and faults most pages in again each step; after
-    # keep_freed_memory() they are reused.
+    # 4–31 MiB (111 MiB, 28 416 pages) five times. glibc's default returns them
+    # to the kernel and faults most pages in again each step (on a quiet
+    # machine all of them; under memory pressure, seen: a third); after
+    # keep_freed_memory() they are reused (about 1 200–2 000 faults a step
+    # remain, from elsewhere).
     script = """
 import resource, sys, torch
 from matbp.engine import keep_freed_memory
@@ -250,7 +252,7 @@ kept = keep_freed_memory() if sys.argv[1] == "keep" else False
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 def step():
-    bufs = [torch.ones(n << 17, dtype=torch.float64) for n in (4, 8, 16, 24)]
+    bufs = [torch.ones(n << 17, dtype=torch.float64) for n in (4, 8, 16, 24, 28, 31)]
     return sum(b.sum() for b in bufs)
 step()
 before = faults()
@@ -268,6 +270,7 @@ print(kept, (faults() - before) // 5)
 
     default_faults = run("default", clean)[1]
     kept, faults = run("keep", clean)
-    assert default_faults > 6000
-    assert kept and faults < default_faults / 5  # measured: 0 to 1228 against 12 457
+    pages = 111 * 256
+    assert default_faults > pages / 5
+    assert kept and faults < default_faults / 4
     assert run("keep", dict(clean, MALLOC_TRIM_THRESHOLD_="1000"))[0] is False  # the user's setting stands

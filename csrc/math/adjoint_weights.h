@@ -13,11 +13,18 @@
 
 namespace matbp::math {
 
+// n unit_roundoff max_abs: how far rounding at that precision (of the input,
+// or of a backward-stable solver) moves the eigenvalues of an n x n matrix.
+template <typename T>
+MATBP_HOST_DEVICE inline T rounding_tolerance(T max_abs, int64_t n, T unit_roundoff) {
+  return T(n > 1 ? n : 1) * unit_roundoff * max_abs;
+}
+
 // Two eigenvalues (singular values) closer than this are treated as tied: a
 // backward-stable solver cannot resolve gaps below about n eps ||A||.
 template <typename T>
 MATBP_HOST_DEVICE inline T tie_tolerance(T max_abs, int64_t n) {
-  return T(n > 1 ? n : 1) * machine_epsilon<T>() * max_abs;
+  return rounding_tolerance(max_abs, n, machine_epsilon<T>());
 }
 
 // F_ij = 1 / (lambda_j - lambda_i), 0 on the diagonal and at ties.

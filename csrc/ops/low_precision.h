@@ -8,7 +8,10 @@
 // widening<&kernel>() (CPU) and through on_device_of (CUDA).
 
 #include <ATen/core/Tensor.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
 
+#include <limits>
 #include <optional>
 #include <tuple>
 #include <utility>
@@ -20,6 +23,21 @@ inline bool is_low_precision(const at::Tensor& t) {
 }
 
 namespace low_precision {
+
+// The half/bfloat16 dtype of the kernel call in progress on this thread, set
+// by widened(): the kernels see float32, tolerances want the caller's dtype.
+inline thread_local std::optional<at::ScalarType> caller_dtype;
+
+class CallerDtype {
+ public:
+  explicit CallerDtype(at::ScalarType dtype) : previous_(caller_dtype) { caller_dtype = dtype; }
+  ~CallerDtype() { caller_dtype = previous_; }
+  CallerDtype(const CallerDtype&) = delete;
+  CallerDtype& operator=(const CallerDtype&) = delete;
+
+ private:
+  std::optional<at::ScalarType> previous_;
+};
 
 inline void find(std::optional<at::ScalarType>& low, const at::Tensor& t) {
   if (!low && is_low_precision(t)) low = t.scalar_type();
@@ -55,7 +73,22 @@ auto widened(const Kernel& kernel, Args&&... args) {
   std::optional<at::ScalarType> low;
   (low_precision::find(low, args), ...);
   if (!low) return kernel(std::forward<Args>(args)...);
+  low_precision::CallerDtype caller(*low);
   return low_precision::narrow(kernel(low_precision::widen(args)...), *low);
+}
+
+// The machine epsilon of the dtype the caller gave `t` in (before widening).
+inline double input_unit_roundoff(const at::Tensor& t) {
+  switch (low_precision::caller_dtype.value_or(t.scalar_type())) {
+    case at::kHalf:
+      return double(std::numeric_limits<c10::Half>::epsilon());
+    case at::kBFloat16:
+      return double(std::numeric_limits<c10::BFloat16>::epsilon());
+    case at::kFloat:
+      return double(std::numeric_limits<float>::epsilon());
+    default:
+      return std::numeric_limits<double>::epsilon();
+  }
 }
 
 template <auto Kernel, typename R, typename... Args>

@@ -17,6 +17,7 @@
 
 #include "../../math/divided_differences.h"
 #include "../checks.h"
+#include "../low_precision.h"
 #include "backend.h"
 #include "eigenbasis_backward.h"
 
@@ -71,8 +72,10 @@ struct SpectralWeight {
 
 
 // f of every eigenvalue, after clamping round-off excursions out of the
-// domain (tie tolerance); matrices with an eigenvalue truly outside it are
-// flagged. l_in (B, n) ascending, l_out the clamped values.
+// domain: within n eps max|lambda| of it, eps the unit roundoff of the input's
+// dtype (a PSD matrix rounded to float32 has eigenvalues of -n eps32 ||A||);
+// matrices with an eigenvalue truly outside it are flagged. l_in (B, n)
+// ascending, l_out the clamped values.
 struct SpectralValues {
   const double* l_in;
   double* l_out;
@@ -81,10 +84,13 @@ struct SpectralValues {
   int64_t n;
   math::SpectralFn fn;
   double p;
+  double input_eps;
   MATBP_HOST_DEVICE void operator()(int64_t idx) const {
     const int64_t b = idx / n;
     const double* l = l_in + b * n;
-    const double value = math::clamp_to_domain(fn, l_in[idx], p, eig_tie_tolerance(l, n));
+    const double tol =
+        math::rounding_tolerance(math::fmax(math::abs(l[0]), math::abs(l[n - 1])), n, input_eps);
+    const double value = math::clamp_to_domain(fn, l_in[idx], p, tol);
     if (!math::in_domain(fn, value, p)) outside[b] = true;
     l_out[idx] = value;
     f[idx] = math::spectral_value(fn, value, p);
@@ -111,7 +117,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sym_fn_with_eig(const at::Tensor&
   auto outside = at::zeros({batch}, eig.L.options().dtype(at::kBool));
   Backend::for_each(batch * n, SpectralValues{eig.L.data_ptr<double>(), L.data_ptr<double>(),
                                               fL.data_ptr<double>(), outside.data_ptr<bool>(), n,
-                                              fn, p});
+                                              fn, p, input_unit_roundoff(A)});
   const auto F64 = at::matmul(eig.V * fL.unsqueeze(-2), eig.V.mT());
   // f(A) beyond float64 (exp of 800, large |p|): an error, not Inf mixed with NaN.
   const auto representable = at::isfinite(F64).reshape({batch, -1}).all(1);
