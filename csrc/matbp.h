@@ -97,6 +97,15 @@ inline at::Tensor o2p_log_backward(const at::Tensor& gC, const at::Tensor& X, co
   return h.call(gC, X, S, U, Y, eps);
 }
 
+// The tangent of C along dX (forward-mode AD), the adjoint of o2p_log_backward.
+inline at::Tensor o2p_log_jvp(const at::Tensor& dX, const at::Tensor& X, const at::Tensor& S,
+                              const at::Tensor& U, const at::Tensor& Y, double eps) {
+  static auto h = detail::op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                        const at::Tensor&, const at::Tensor&, double)>(
+      "matbp::o2p_log_jvp");
+  return h.call(dX, X, S, U, Y, eps);
+}
+
 inline at::Tensor projector(const at::Tensor& A, std::optional<double> rtol = std::nullopt) {
   static auto h =
       detail::op<at::Tensor(const at::Tensor&, std::optional<double>)>("matbp::projector");

@@ -53,6 +53,10 @@ def _valid_calls():
          lambda gC, X, S, U, Y: ops.o2p_log_backward(gC, X, S, U, Y, 1e-3),
          dict(gC=grad_like(torch.empty(2, 5, 5)), X=Xr, S=So, U=Uo, Y=Yo),
          ["gC", "X", "S", "U", "Y"]),
+        ("matbp.o2p_log_jvp",
+         lambda dX, X, S, U, Y: ops.o2p_log_jvp(dX, X, S, U, Y, 1e-3),
+         dict(dX=grad_like(Xr), X=Xr, S=So, U=Uo, Y=Yo),
+         ["dX", "X", "S", "U", "Y"]),
         ("matbp.ncut_projector_distance_backward",
          lambda gJ, weights, Lambda, Q, P0, mu_pinv, segment_index, segment_image, segment_stats:
              ops.ncut_projector_distance_backward(gJ, weights, Lambda, Q, P0, mu_pinv,

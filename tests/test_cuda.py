@@ -58,6 +58,7 @@ KERNEL_OPS = {
     "matbp::sym_fn_backward",
     "matbp::o2p_log_with_eig",
     "matbp::o2p_log_backward",
+    "matbp::o2p_log_jvp",
     "matbp::projector_with_eig",
     "matbp::projector_backward",
     "matbp::ncut_projector_distance_with_basis",

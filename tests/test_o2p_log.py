@@ -206,6 +206,7 @@ def test_opcheck(device):
             torch.library.opcheck(op, (X.clone().requires_grad_(), 1e-3))
         C, S, U, Y = torch.ops.matbp.o2p_log_with_eig(X, 1e-3)
         torch.library.opcheck(torch.ops.matbp.o2p_log_backward.default, (torch.randn_like(C), X, S, U, Y, 1e-3))
+        torch.library.opcheck(torch.ops.matbp.o2p_log_jvp.default, (torch.randn_like(X), X, S, U, Y, 1e-3))
 
 
 def test_torch_compile_fullgraph():

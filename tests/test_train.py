@@ -241,12 +241,14 @@ def test_table1_command_writes_the_table_and_reuses_runs(tmp_path, capsys):
 def test_keep_freed_memory_stops_page_faults_of_reallocations():
     # In a fresh process, a "step" allocates, touches and frees buffers of
     # 4–31 MiB (111 MiB, 28 416 pages) five times. glibc's default returns them
-    # to the kernel and faults most pages in again each step (on a quiet
-    # machine all of them; under memory pressure, seen: a third); after
-    # keep_freed_memory() they are reused (about 1 200–2 000 faults a step
-    # remain, from elsewhere).
+    # to the kernel and faults most pages in again each step; after
+    # keep_freed_memory() they are reused (about 200–2 000 faults a step
+    # remain, from elsewhere). Transparent huge pages are off for the process:
+    # torch asks for them on large buffers, and whether the kernel has any
+    # free (it varies with the machine's load) changed the count 4-fold.
     script = """
-import resource, sys, torch
+import ctypes, resource, sys, torch
+ctypes.CDLL(None).prctl(41, 1, 0, 0, 0)  # PR_SET_THP_DISABLE
 from matbp.engine import keep_freed_memory
 kept = keep_freed_memory() if sys.argv[1] == "keep" else False
 def faults():
@@ -271,6 +273,6 @@ print(kept, (faults() - before) // 5)
     default_faults = run("default", clean)[1]
     kept, faults = run("keep", clean)
     pages = 111 * 256
-    assert default_faults > pages / 5
-    assert kept and faults < default_faults / 4
+    assert default_faults > pages / 2, (default_faults, pages)
+    assert kept and faults < default_faults / 4, (faults, default_faults)
     assert run("keep", dict(clean, MALLOC_TRIM_THRESHOLD_="1000"))[0] is False  # the user's setting stands

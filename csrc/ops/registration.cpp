@@ -58,6 +58,7 @@ TORCH_LIBRARY(matbp, m) {
       "o2p_log_with_eig(Tensor X, float eps=1e-3) -> (Tensor C, Tensor S, Tensor U, Tensor Y)");
   m.def(
       "o2p_log_backward(Tensor gC, Tensor X, Tensor S, Tensor U, Tensor Y, float eps) -> Tensor");
+  m.def("o2p_log_jvp(Tensor dX, Tensor X, Tensor S, Tensor U, Tensor Y, float eps) -> Tensor");
   m.def("projector(Tensor A, float? rtol=None) -> Tensor");
   m.def("projector_with_eig(Tensor A, float? rtol=None) -> (Tensor P, Tensor L, Tensor V)");
   m.def("projector_backward(Tensor gP, Tensor L, Tensor V, float? rtol) -> Tensor");

@@ -51,15 +51,19 @@ def sync_checks(enabled: bool = True):
 
 # ------------------------------------------------------- autograd modes
 #
-# Only first-order reverse mode is supported. Everything else is an error,
-# never a silently wrong derivative:
+# First-order reverse mode, and forward mode where an op has a jvp rule.
+# Everything else is an error, never a silently wrong derivative:
 #
 # - Forward mode. An op registered with register_autograd has no jvp: a dual
 #   tensor that does not require grad takes the no-grad path and its tangent
 #   is dropped (a zero tangent under torch.func.jvp). The Autograd kernel that
 #   register_autograd builds is therefore registered behind a check for
 #   tangents (_GuardedAutogradLibrary), which sees direct torch.ops calls and
-#   the dual tensors that torch.func.jvp/jacfwd hand to the Autograd key.
+#   the dual tensors that torch.func.jvp/jacfwd and torch.autograd.forward_ad
+#   hand to the Autograd key. With a jvp rule it runs the op on the primals
+#   and returns its outputs as dual tensors whose tangents the rule computes
+#   (each the adjoint of the op's backward: the same divided differences, so
+#   exact at ties); without one it raises.
 # - torch.func reverse mode (grad, vjp, jacrev): the autograd.Function that
 #   register_autograd builds has no setup_context staticmethod, so torch
 #   raises an obscure RuntimeError under these transforms; the same guard
@@ -86,10 +90,46 @@ def _has_forward_tangent(args) -> bool:
     )
 
 
-def _guard_autograd_kernel(kernel, public_name: str):
+def _nested_forward_transforms() -> int:
+    from torch._C._functorch import TransformType
+    from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
+
+    return sum(i.key() == TransformType.Jvp for i in retrieve_all_functorch_interpreters())
+
+
+def _forward_mode(kernel, keyset, public_name, jvp, defaults, args, kwargs):
+    """The op on the primals of ``args``, its outputs made dual with the
+    tangents ``jvp(primals, tangents, outputs)`` (None: no tangent)."""
+    # Under jacfwd(jacfwd(...)) the outer layer's tangent would pass through
+    # the op's kernel below the Autograd key and be dropped: the rules give
+    # first derivatives only.
+    if _nested_forward_transforms() > 1:
+        raise NotImplementedError(
+            f"{public_name}: second-order forward mode (jacfwd of jacfwd, torch.func.hessian) is not supported"
+        )
+    level = torch.autograd.forward_ad._current_level
+    primals, tangents = [], []
+    for a in args:
+        p, t = torch._VF._unpack_dual(a, level=level) if isinstance(a, Tensor) else (a, None)
+        primals.append(p)
+        tangents.append(t)
+    out = kernel(keyset, *primals, **kwargs)
+    outs = out if isinstance(out, tuple) else (out,)
+    # The rules read arguments by position: the schema's defaults fill the rest.
+    primals += defaults[len(primals):]
+    tangents += [None] * (len(primals) - len(tangents))
+    out_tangents = jvp(primals, tangents, outs)
+    duals = tuple(o if t is None else torch._VF._make_dual(o, t.to(o.dtype), level=level)
+                  for o, t in zip(outs, out_tangents))
+    return duals if isinstance(out, tuple) else duals[0]
+
+
+def _guard_autograd_kernel(kernel, public_name: str, jvp=None, defaults=()):
     def guarded(keyset, *args, **kwargs):
         if _has_forward_tangent(args):
-            raise NotImplementedError(f"{public_name}: {_FORWARD_AD_UNSUPPORTED}")
+            if jvp is None:
+                raise NotImplementedError(f"{public_name}: {_FORWARD_AD_UNSUPPORTED}")
+            return _forward_mode(kernel, keyset, public_name, jvp, list(defaults), args, kwargs)
         if (
             torch._C._are_functorch_transforms_active()
             and torch.is_grad_enabled()
@@ -112,14 +152,17 @@ class _GuardedAutogradLibrary(torch.library.Library):
     :func:`_guard_autograd_kernel` in front of it.
     """
 
-    def __init__(self, public_name: str):
+    def __init__(self, public_name: str, jvp=None):
         super().__init__("matbp", "FRAGMENT")
         self.public_name = public_name
+        self.jvp = jvp
         self.guarded = False
 
     def impl(self, op_name, fn, dispatch_key="", *, with_keyset=False, **kwargs):
         if dispatch_key == "Autograd" and with_keyset:
-            fn = _guard_autograd_kernel(fn, self.public_name)
+            schema = torch._C._get_schema(f"matbp::{op_name}", "")
+            defaults = [a.default_value if a.has_default_value() else None for a in schema.arguments]
+            fn = _guard_autograd_kernel(fn, self.public_name, self.jvp, defaults)
             self.guarded = True
         return super().impl(op_name, fn, dispatch_key, with_keyset=with_keyset, **kwargs)
 
@@ -127,8 +170,8 @@ class _GuardedAutogradLibrary(torch.library.Library):
 _autograd_libs = []  # a Library deregisters its kernels when collected
 
 
-def _register_autograd(op_name: str, public_name: str, backward, setup_context=None) -> None:
-    lib = _GuardedAutogradLibrary(public_name)
+def _register_autograd(op_name: str, public_name: str, backward, setup_context=None, jvp=None) -> None:
+    lib = _GuardedAutogradLibrary(public_name, jvp)
     torch.library.register_autograd(
         f"matbp::{op_name}", backward, setup_context=setup_context, lib=lib
     )
@@ -243,7 +286,30 @@ def _sym_eig_backward(ctx, gL, gV):
     return _lib.sym_eig_backward(gL, gV, L, V)
 
 
-_register_autograd("sym_eig", "matbp.sym_eig", _sym_eig_backward, setup_context=_sym_eig_setup)
+def _eig_tangents(L, V, dA):
+    """The tangents of L, V along dA: L' = diag(M), V' = V (F o M),
+    M = Vᵀ sym(dA) V, F_ij = 1 / (λ_j − λ_i) and 0 at ties (|λ_j − λ_i| ≤
+    n·eps·max|λ|, float64's eps): the adjoint of sym_eig_backward, with its
+    tie policy (csrc/math/adjoint_weights.h: eig_adjoint_weight, tie_tolerance)."""
+    L64, V64 = L.to(torch.float64), V.to(torch.float64)
+    dA64 = dA.to(torch.float64)
+    M = V64.mT @ ((dA64 + dA64.mT) / 2) @ V64
+    n = L.shape[-1]
+    if L.numel() == 0:
+        return M.diagonal(dim1=-2, dim2=-1), V64 @ M
+    tol = max(n, 1) * torch.finfo(torch.float64).eps * L64.abs().amax(-1, keepdim=True).unsqueeze(-1)
+    gap = L64.unsqueeze(-2) - L64.unsqueeze(-1)  # [i, j] = λ_j − λ_i
+    tied = gap.abs() <= tol
+    F = torch.where(tied, 0.0, 1.0 / torch.where(tied, 1.0, gap))
+    return M.diagonal(dim1=-2, dim2=-1), V64 @ (F * M)
+
+
+def _sym_eig_jvp(primals, tangents, outputs):
+    return _eig_tangents(*outputs, tangents[0])
+
+
+_register_autograd("sym_eig", "matbp.sym_eig", _sym_eig_backward, setup_context=_sym_eig_setup,
+                   jvp=_sym_eig_jvp)
 _no_double_backward("sym_eig_backward")
 
 
@@ -393,7 +459,16 @@ def _sym_fn_backward(ctx, gF, gL, gV):
     return gA, None, None
 
 
-_register_autograd("sym_fn_with_eig", "matbp.sym_fn", _sym_fn_backward, setup_context=_sym_fn_setup)
+def _sym_fn_jvp(primals, tangents, outputs):
+    # f's Fréchet derivative is self-adjoint: the tangent is the backward map.
+    _, fn, p = primals
+    _, L, V = outputs
+    dA = tangents[0]
+    return (_lib.sym_fn_backward(dA, L, V, fn, p), *_eig_tangents(L, V, dA))
+
+
+_register_autograd("sym_fn_with_eig", "matbp.sym_fn", _sym_fn_backward, setup_context=_sym_fn_setup,
+                   jvp=_sym_fn_jvp)
 _no_double_backward("sym_fn_backward")
 
 
@@ -478,18 +553,32 @@ def _o2p_log_with_eig_fake(X, eps=1e-3):
     )
 
 
-@torch.library.register_fake("matbp::o2p_log_backward")
-def _o2p_log_backward_fake(gC, X, S, U, Y, eps):
-    op = "matbp.o2p_log_backward"
+def _check_o2p_saved(X, S, U, Y, eps, op):
     _check_float_matrix(X, op, "X", square=False)
     _check_o2p_eps(eps, op)
     m, d, k = X.shape[-2], X.shape[-1], _o2p_eig_size(X)
     batch = X.shape[:-2]
-    _check_fits(gC, op, "gC", (*batch, d, d), X, "X")
     _check_fits(S, op, "S", (*batch, k), X, "X")
     _check_fits(U, op, "U", (*batch, k, k), X, "X")
     _check_fits(Y, op, "Y", (*batch, m if m < d else 0, d), X, "X")
+
+
+@torch.library.register_fake("matbp::o2p_log_backward")
+def _o2p_log_backward_fake(gC, X, S, U, Y, eps):
+    op = "matbp.o2p_log_backward"
+    _check_o2p_saved(X, S, U, Y, eps, op)
+    d = X.shape[-1]
+    _check_fits(gC, op, "gC", (*X.shape[:-2], d, d), X, "X")
     return X.new_empty(X.shape)
+
+
+@torch.library.register_fake("matbp::o2p_log_jvp")
+def _o2p_log_jvp_fake(dX, X, S, U, Y, eps):
+    op = "matbp.o2p_log_jvp"
+    _check_o2p_saved(X, S, U, Y, eps, op)
+    _check_fits(dX, op, "dX", X.shape, X, "X")
+    d = X.shape[-1]
+    return X.new_empty((*X.shape[:-2], d, d))
 
 
 def _o2p_log_setup(ctx, inputs, output):
@@ -509,10 +598,17 @@ def _o2p_log_backward(ctx, gC, gS, gU, gY):
     return _lib.o2p_log_backward(gC, X, S, U, Y, ctx.eps), None
 
 
+def _o2p_log_jvp(primals, tangents, outputs):
+    X, eps = primals
+    _, S, U, Y = outputs
+    return _lib.o2p_log_jvp(tangents[0], X, S, U, Y, eps), None, None, None
+
+
 _register_autograd(
-    "o2p_log_with_eig", "matbp.o2p_log", _o2p_log_backward, setup_context=_o2p_log_setup
+    "o2p_log_with_eig", "matbp.o2p_log", _o2p_log_backward, setup_context=_o2p_log_setup, jvp=_o2p_log_jvp
 )
 _no_double_backward("o2p_log_backward")
+_no_double_backward("o2p_log_jvp")
 
 
 def o2p_log(X: Tensor, eps: float = 1e-3) -> Tensor:
@@ -574,8 +670,15 @@ def _projector_backward(ctx, gP, gL, gV):
     return _lib.projector_backward(gP, L, V, ctx.rtol), None
 
 
+def _projector_jvp(primals, tangents, outputs):
+    # The projector's derivative is self-adjoint: the tangent is the backward map.
+    _, L, V = outputs
+    return _lib.projector_backward(tangents[0], L, V, primals[1]), None, None
+
+
 _register_autograd(
-    "projector_with_eig", "matbp.projector", _projector_backward, setup_context=_projector_setup
+    "projector_with_eig", "matbp.projector", _projector_backward, setup_context=_projector_setup,
+    jvp=_projector_jvp,
 )
 _no_double_backward("projector_backward")
 
@@ -669,8 +772,37 @@ def _ncut_backward(ctx, gJ, *unused):
     return gY.to(ctx.y_dtype), gw, None, (gLambda if ctx.has_lambda else None), None
 
 
+def _ncut_jvp(primals, tangents, outputs):
+    # J is a scalar per image: J' = <gY, Y'> + <gw, w'> + <gΛ, Λ'> with the
+    # gradients of the backward op at gJ = 1.
+    Y, weights, _, Lambda, _ = primals
+    dY, dw, _, dLambda, _ = tangents
+    J, _, *basis = outputs
+    gY, gw, gLambda = _lib.ncut_projector_distance_backward(torch.ones_like(J), weights, Lambda, *basis)
+    terms = []
+    if dY is not None:
+        terms.append((gY * dY.to(gY.dtype)).sum((-2, -1)))
+    if dw is not None:
+        terms.append((gw * dw.to(gw.dtype)).sum(-1))
+    if dLambda is not None:
+        if Lambda.dim() == 2 and J.numel() > 1:
+            # One Λ shared by the batch: its gradient sums the images; one
+            # backward per image separates them.
+            per_image = []
+            for b in range(J.numel()):
+                gJ = torch.zeros(J.numel(), dtype=J.dtype, device=J.device)
+                gJ[b] = 1
+                g = _lib.ncut_projector_distance_backward(gJ.reshape(J.shape), weights, Lambda, *basis)[2]
+                per_image.append((g * dLambda.to(g.dtype)).sum())
+            terms.append(torch.stack(per_image).reshape(J.shape))
+        else:
+            terms.append((gLambda * dLambda.to(gLambda.dtype)).sum((-2, -1)))
+    return (sum(terms), *([None] * 7))
+
+
 _register_autograd(
-    "ncut_projector_distance_with_basis", _NCUT_NAME, _ncut_backward, setup_context=_ncut_setup
+    "ncut_projector_distance_with_basis", _NCUT_NAME, _ncut_backward, setup_context=_ncut_setup,
+    jvp=_ncut_jvp,
 )
 _no_double_backward("ncut_projector_distance_backward")
 

@@ -171,3 +171,22 @@ TEST(MatbpLowPrecision, OtherDtypesAreRejectedNamingTheArgument) {
         << e.what_without_backtrace();
   }
 }
+
+// The forward-mode operator is the adjoint of the backward, on both paths.
+TEST(MatbpForwardMode, O2pLogJvpIsTheAdjointOfTheBackward) {
+  at::manual_seed(2);
+  const auto f64 = at::TensorOptions().dtype(at::kDouble);
+  for (auto shape : {std::vector<int64_t>{2, 9, 4}, std::vector<int64_t>{2, 3, 7}}) {
+    const auto X = at::randn(shape, f64);
+    const int64_t d = shape[2];
+    auto [C, S, U, Y] = matbp::o2p_log_with_eig(X, 1e-3);
+    const auto dX = at::randn(shape, f64);
+    const auto gC = at::randn({2, d, d}, f64);
+    const auto dC = matbp::o2p_log_jvp(dX, X, S, U, Y, 1e-3);
+    ASSERT_EQ(dC.sizes(), C.sizes());
+    EXPECT_TRUE(at::equal(dC, dC.mT()));
+    const double lhs = (gC * dC).sum().item<double>();
+    const double rhs = (matbp::o2p_log_backward(gC, X, S, U, Y, 1e-3) * dX).sum().item<double>();
+    EXPECT_NEAR(lhs, rhs, 1e-12 * std::max(1.0, std::abs(rhs)));
+  }
+}

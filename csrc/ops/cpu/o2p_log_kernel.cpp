@@ -335,6 +335,7 @@ at::Tensor o2p_log_backward_cpu(const at::Tensor& gC, const at::Tensor& X, const
 TORCH_LIBRARY_IMPL(matbp, CPU, m) {
   m.impl("o2p_log_with_eig", widening<&o2p_log_with_eig_cpu>());
   m.impl("o2p_log_backward", widening<&o2p_log_backward_cpu>());
+  m.impl("o2p_log_jvp", widening<&generic::o2p_log_jvp<CpuBackend>>());
 }
 
 }  // namespace matbp::ops::cpu

@@ -13,6 +13,8 @@ TORCH_LIBRARY_IMPL(matbp, CUDA, m) {
   m.impl("o2p_log_with_eig", on_device_of<&generic::o2p_log_with_eig<CudaBackend>, 0, "matbp.o2p_log", "X">());
   m.impl("o2p_log_backward",
          on_device_of<&generic::o2p_log_backward<CudaBackend>, 1, "matbp.o2p_log_backward", "X">());
+  m.impl("o2p_log_jvp",
+         on_device_of<&generic::o2p_log_jvp<CudaBackend>, 1, "matbp.o2p_log_jvp", "X">());
 }
 
 }  // namespace matbp::ops::cuda

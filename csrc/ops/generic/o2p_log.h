@@ -39,16 +39,22 @@ inline void check_o2p_arguments(const at::Tensor& X, double eps, const char* op)
 
 // The saved tensors of o2p_log_with_eig must fit X: S (*, k), U (*, k, k),
 // Y (*, m or 0, d), k = min(m, d), all on X's device.
-inline void check_o2p_backward_arguments(const at::Tensor& gC, const at::Tensor& X,
-                                         const at::Tensor& S, const at::Tensor& U,
-                                         const at::Tensor& Y, double eps, const char* op) {
+inline void check_o2p_saved_arguments(const at::Tensor& X, const at::Tensor& S,
+                                      const at::Tensor& U, const at::Tensor& Y, double eps,
+                                      const char* op) {
   check_o2p_arguments(X, eps, op);
   const int64_t m = X.size(-2), d = X.size(-1), k = std::min(m, d);
   const bool rows = o2p_rows_path(X);
-  check_fits(gC, op, "gC", with_trailing(X, {d, d}), X, "X");
   check_fits(S, op, "S", with_trailing(X, {k}), X, "X");
   check_fits(U, op, "U", with_trailing(X, {k, k}), X, "X");
   check_fits(Y, op, "Y", with_trailing(X, {rows ? m : 0, d}), X, "X");
+}
+
+inline void check_o2p_backward_arguments(const at::Tensor& gC, const at::Tensor& X,
+                                         const at::Tensor& S, const at::Tensor& U,
+                                         const at::Tensor& Y, double eps, const char* op) {
+  check_o2p_saved_arguments(X, S, U, Y, eps, op);
+  check_fits(gC, op, "gC", with_trailing(X, {X.size(-1), X.size(-1)}), X, "X");
 }
 
 // h(s_i) (rows path) or log(eps + s_i) (cols path) of clamped Gram
@@ -197,6 +203,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> o2p_log_with_eig(cons
           V_out.reshape(with_trailing(X, {k, k})), Y.reshape(with_trailing(X, {rows ? m : 0, d}))};
 }
 
+// The saved Gram eigendecomposition in float64, s (B, k) and U (B, k, k),
+// and the values the derivatives weight by: h(s) (rows path) or
+// log(eps + s) (cols path).
+template <typename Backend>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> saved_gram(const at::Tensor& S, const at::Tensor& U,
+                                                          int64_t batch, int64_t k, double eps,
+                                                          bool rows) {
+  auto s = S.to(at::kDouble).reshape({batch, k}).contiguous();
+  auto values = at::empty_like(s);
+  Backend::for_each(batch * k, O2pGramValues{s.data_ptr<double>(), values.data_ptr<double>(), eps,
+                                             rows});
+  return {s, U.to(at::kDouble).reshape({batch, k, k}), values};
+}
+
 template <typename Backend>
 at::Tensor o2p_log_backward(const at::Tensor& gC, const at::Tensor& X, const at::Tensor& S,
                             const at::Tensor& U, const at::Tensor& Y, double eps) {
@@ -206,11 +226,8 @@ at::Tensor o2p_log_backward(const at::Tensor& gC, const at::Tensor& X, const at:
   const bool rows = o2p_rows_path(X);
   if (batch == 0 || m == 0 || d == 0) return at::zeros(X.sizes(), X.options());
   const auto G = symmetric_part(gC.to(at::kDouble).reshape({batch, d, d}));
-  const auto s = S.to(at::kDouble).reshape({batch, k}).contiguous();
-  const auto V = U.to(at::kDouble).reshape({batch, k, k});
-  auto values = at::empty_like(s);
-  Backend::for_each(batch * k, O2pGramValues{s.data_ptr<double>(), values.data_ptr<double>(), eps,
-                                             rows});
+  at::Tensor s, V, values;
+  std::tie(s, V, values) = saved_gram<Backend>(S, U, batch, k, eps, rows);
   at::Tensor gX;
   if (rows) {
     const auto Y64 = Y.to(at::kDouble).reshape({batch, m, d});
@@ -230,6 +247,46 @@ at::Tensor o2p_log_backward(const at::Tensor& gC, const at::Tensor& X, const at:
   gX = gX.contiguous();
   report_overflow<Backend>(gX, {G}, batch, op);
   return gX.reshape(X.sizes()).to(X.scalar_type());
+}
+
+// The tangent dC of C = log(X^T X + eps I) along dX (forward mode), from the
+// saved Gram eigendecomposition, with the backward's divided differences:
+// - rows path: C = log(eps) I + X^T h(X X^T) X, T = U^T dX,
+//     dC = T^T diag(h) Y + Y^T diag(h) T + Y^T (h[s_i, s_j] o (T Y^T + Y T^T)) Y;
+// - cols path: dC = U (log[eps + s_i, eps + s_j] o U^T (dX^T X + X^T dX) U) U^T.
+// The backward is its adjoint: <gC, dC> = <o2p_log_backward(gC), dX>.
+template <typename Backend>
+at::Tensor o2p_log_jvp(const at::Tensor& dX, const at::Tensor& X, const at::Tensor& S,
+                       const at::Tensor& U, const at::Tensor& Y, double eps) {
+  constexpr const char* op = "matbp.o2p_log_jvp";
+  check_o2p_saved_arguments(X, S, U, Y, eps, op);
+  check_fits(dX, op, "dX", X.sizes(), X, "X");
+  const int64_t m = X.size(-2), d = X.size(-1), k = std::min(m, d), batch = batch_count(X);
+  const bool rows = o2p_rows_path(X);
+  if (batch == 0 || m == 0 || d == 0) return at::zeros(with_trailing(X, {d, d}), X.options());
+  const auto dX64 = dX.to(at::kDouble).reshape({batch, m, d});
+  at::Tensor s, V, values;
+  std::tie(s, V, values) = saved_gram<Backend>(S, U, batch, k, eps, rows);
+  at::Tensor dC;
+  if (rows) {
+    const auto Y64 = Y.to(at::kDouble).reshape({batch, m, d});
+    const auto T = at::matmul(V.mT(), dX64);
+    auto inner = at::matmul(T, Y64.mT()).contiguous();
+    Backend::for_each_pair(batch, m, O2pRowsInner{inner.data_ptr<double>(), s.data_ptr<double>(),
+                                                  values.data_ptr<double>(), eps, m});
+    const auto hY = Y64 * values.unsqueeze(-1);
+    // Symmetrised below: 2 T^T diag(h) Y becomes T^T diag(h) Y + Y^T diag(h) T.
+    dC = at::matmul(Y64.mT(), at::matmul(inner, Y64)) + at::matmul(T.mT(), hY).mul(2.0);
+  } else {
+    const auto X64 = X.to(at::kDouble).reshape({batch, m, d});
+    auto inner = at::matmul(at::matmul(V.mT(), at::matmul(X64.mT(), dX64)), V).contiguous();
+    Backend::for_each_pair(batch, d, O2pColsInner{inner.data_ptr<double>(), s.data_ptr<double>(),
+                                                  values.data_ptr<double>(), eps, d});
+    dC = at::matmul(at::matmul(V, inner), V.mT());
+  }
+  dC = symmetric_part(dC).contiguous();
+  report_overflow<Backend>(dC, {dX64}, batch, op);
+  return dC.reshape(with_trailing(X, {d, d})).to(X.scalar_type());
 }
 
 }  // namespace matbp::ops::generic
