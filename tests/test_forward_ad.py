@@ -3,9 +3,9 @@
 Each op's tangent is the adjoint of its backward (the same divided
 differences, so exact at repeated eigenvalues): checked against the backward
 (<G, jvp(E)> = <vjp(G), E> to rounding), against a 50-digit reference at
-exact ties where torch.linalg.eigh's composition gives NaN, and jacfwd
-against the reverse-mode Jacobian. What has no forward rule (svd, second
-derivatives) raises NotImplementedError naming the op.
+exact ties where torch.linalg.eigh's composition is off, and jacfwd against
+the reverse-mode Jacobian. What has no forward rule (the backward ops,
+second derivatives) raises NotImplementedError naming the op.
 """
 
 import mpmath
@@ -31,6 +31,10 @@ def _sym(E):
 CASES = {
     "sym_eig": (lambda A: (lambda L, V: torch.cat([L.flatten(), (V * V).flatten()]))(*matbp.sym_eig(A)),
                 random_symmetric((2,), 4, seed=1)),
+    "svd_tall": (lambda X: (lambda U, S, V: torch.cat([S.flatten(), (U * U).flatten(), (V * V).flatten()]))(
+        *matbp.svd(X)), randn(2, 6, 4, seed=12)),
+    "svd_wide": (lambda X: (lambda U, S, V: torch.cat([S.flatten(), (U * U).flatten(), (V * V).flatten()]))(
+        *matbp.svd(X)), randn(2, 3, 5, seed=13)),
     "sym_fn_log": (lambda A: matbp.sym_fn(A, "log"), random_spd((2,), 4, seed=2)),
     "sym_fn_sqrt": (lambda A: matbp.sym_fn(A, "sqrt"), random_spd((2,), 4, seed=3)),
     "sym_fn_pow": (lambda A: matbp.sym_fn(A, "pow", -0.75), random_spd((2,), 4, seed=4)),
@@ -84,7 +88,7 @@ def test_jvp_matches_central_differences(case):
     assert err < 1e-6, err
 
 
-@pytest.mark.parametrize("case", ["sym_fn_log", "o2p_log_cols", "o2p_log_rows", "projector", "ncut_j2"])
+@pytest.mark.parametrize("case", ["sym_fn_log", "o2p_log_cols", "o2p_log_rows", "projector", "ncut_j2", "svd_tall"])
 def test_jacfwd_equals_the_reverse_jacobian(case):
     f, x = CASES[case]
     x = x[:1] if x.dim() == 3 else x
@@ -179,12 +183,6 @@ def test_o2p_log_tangent_matches_the_50_digit_reference(shape, rank):
 
 
 # ----------------------------------------------------- what stays unsupported
-
-def test_svd_forward_mode_raises():
-    X = randn(4, 3, seed=60)
-    with pytest.raises(NotImplementedError, match=r"^matbp\.svd: forward-mode AD"):
-        torch.func.jvp(lambda x: matbp.svd(x)[1], (X,), (X,))
-
 
 @pytest.mark.parametrize("case", ["sym_fn_log", "o2p_log_cols", "projector"])
 def test_second_order_forward_mode_raises_naming_the_op(case):

@@ -380,7 +380,40 @@ def _svd_backward(ctx, gU, gS, gV):
     return _lib.svd_backward(gU, gS, gV, U, S, V)
 
 
-_register_autograd("svd", "matbp.svd", _svd_backward, setup_context=_svd_setup)
+def _svd_jvp(primals, tangents, outputs):
+    """The tangents of U, S, V along dX, the adjoint of svd_backward with its
+    weights and tie policy (csrc/ops/generic/svd.h, math::svd_adjoint_entry):
+    P = Uᵀ dX V, S' = diag(P), U' = U (A o P − (A o P)ᵀ) + (dX V − U P) S⁺,
+    V' = V (B o P − (B o P)ᵀ) + (dXᵀ U − V Pᵀ) S⁺, with A_ij = s_j / (s_i + s_j)
+    / (s_j − s_i), B_ij = s_i / (s_i + s_j) / (s_j − s_i), 0 where
+    |s_j − s_i| ≤ max(m, n)·eps·s_max, and S⁺ the pseudo-inverse at that
+    tolerance (the complement terms vanish for a square factor)."""
+    U, S, V = (t.to(torch.float64) for t in outputs)
+    dX = tangents[0].to(torch.float64)
+    m, n, k = U.shape[-2], V.shape[-2], S.shape[-1]
+    P = U.mT @ dX @ V
+    if k == 0:
+        return U.new_zeros(U.shape), S.new_zeros(S.shape), V.new_zeros(V.shape)
+    tie = (max(m, n) * torch.finfo(torch.float64).eps * S[..., :1]).unsqueeze(-1)  # S descending
+    si, sj = S.unsqueeze(-1), S.unsqueeze(-2)
+    gap = sj - si
+    tied = gap.abs() <= tie
+    safe_gap = torch.where(tied, 1.0, gap)
+    safe_sum = torch.where(tied, 1.0, si + sj)
+    A = torch.where(tied, 0.0, sj / safe_sum / safe_gap)
+    B = torch.where(tied, 0.0, si / safe_sum / safe_gap)
+    s_pinv = torch.where(S > tie[..., 0], 1.0 / torch.where(S > tie[..., 0], S, 1.0), 0.0)
+    AP, BP = A * P, B * P
+    dU = U @ (AP - AP.mT)
+    dV = V @ (BP - BP.mT)
+    if m > k:
+        dU = dU + (dX @ V - U @ P) * s_pinv.unsqueeze(-2)
+    if n > k:
+        dV = dV + (dX.mT @ U - V @ P.mT) * s_pinv.unsqueeze(-2)
+    return dU, P.diagonal(dim1=-2, dim2=-1), dV
+
+
+_register_autograd("svd", "matbp.svd", _svd_backward, setup_context=_svd_setup, jvp=_svd_jvp)
 _no_double_backward("svd_backward")
 
 
