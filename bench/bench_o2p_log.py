@@ -42,6 +42,7 @@ Usage::
     python bench/bench_o2p_log.py --quick          # demo-sized (AlexNet-like and small, B / 10): *_quick.*
     python bench/bench_o2p_log.py --shapes alexnet --dtypes float64 --modes fwd+bwd --no-write
     python bench/bench_o2p_log.py --skip-accuracy
+    python bench/bench_o2p_log.py --hvp --skip-timing --skip-accuracy   # HVP rows only (double backward)
 
 From another script (``bench/`` is not a package)::
 
@@ -76,7 +77,7 @@ import matbp  # noqa: E402
 NAME = "o2p_log"
 ACC_NAME = "o2p_log_accuracy"
 TITLE = "matbp.o2p_log vs torch eigh composition vs the paper's CPU float64 SVD (C = log(XᵀX + eps·I))"
-ACC_TITLE = "o2p_log gradient accuracy vs an 80-digit mpmath directional derivative"
+ACC_TITLE = "o2p_log first and second derivative accuracy vs high-precision mpmath references"
 
 EPS = 1e-3
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -339,7 +340,108 @@ def matbp_failures(rows: list[dict]) -> list[str]:
 
 
 def print_rows(rows: list[dict], env: dict | None = None) -> None:
-    common.print_table(rows, COLUMNS, title=TITLE, env=env, notes=notes_for(rows))
+    common.print_table(rows, columns_for(rows), title=TITLE, env=env, notes=notes_for(rows) + hvp_notes(rows))
+
+
+# --------------------------------------------------------------------------
+# Hessian-vector product rows (--hvp)
+# --------------------------------------------------------------------------
+#
+# Rows with mode "hvp" in the timing table (same files): the Hessian-vector
+# product V -> d/dt ∇_X <G, C(X + tV)> at t = 0 by two torch.autograd.grad
+# calls (the first with create_graph=True), i.e. the double backward of
+# matbp.o2p_log against torch's double backward through the eigh
+# composition, float64, at the AlexNet-like shape.
+
+HVP_MODE = "hvp"
+HVP_SHAPES = ("alexnet",)
+HVP_DTYPES = ("float64",)
+HVP_COMPETITORS = ("matbp", "torch")
+
+HVP_COLUMNS = [
+    *common.columns(hvp_nonfinite_matbp="HVP non-finite matbp", hvp_nonfinite_torch="HVP non-finite torch"),
+    *common.columns(common.fmt_err, hvp_diff="HVP matbp vs torch"),
+]
+
+
+def columns_for(rows: list[dict]) -> list:
+    """The timing table's columns, plus the HVP ones when ``rows`` has hvp rows."""
+    return COLUMNS + HVP_COLUMNS if any(r.get("mode") == HVP_MODE for r in rows) else COLUMNS
+
+
+def hvp_call(f, X: torch.Tensor, G: torch.Tensor, V: torch.Tensor):
+    """The argument-free call: on a fresh leaf Xl, g = ∇ <G, f(Xl)> with
+    create_graph=True, then the double backward <g, V> -> returns the HVP."""
+    def call():
+        Xl = X.detach().requires_grad_()
+        (g,) = torch.autograd.grad(f(Xl), Xl, G, create_graph=True)
+        (hv,) = torch.autograd.grad(g, Xl, V)
+        return hv
+    return call
+
+
+def hvp_one(shape: str, batch: int, dtype: torch.dtype, *, repeats: int | None = None, seed: int = 0,
+            budget_s: float = BUDGET_S) -> dict:
+    """One hvp row: median ms of matbp and torch, their ratio, and the
+    non-finite entries of each HVP (from the untimed warm-up call)."""
+    _, m, d = SHAPES[shape]
+    X, G = make_input(shape, batch, dtype, seed)
+    g = torch.Generator().manual_seed(seed * 1_000_003 + m * 1_000 + d + 1)
+    V = torch.randn(X.shape, generator=g, dtype=torch.float64).to(dtype)
+    fns = {name: hvp_call(FUNCS[name], X, G, V) for name in HVP_COMPETITORS}
+
+    row: dict = {"shape": shape, "batch": batch, "m": m, "d": d, "dtype": common.dtype_name(dtype),
+                 "mode": HVP_MODE}
+    hv = {}
+    for name in HVP_COMPETITORS:  # warm-up (untimed), kept for the finiteness columns
+        hv[name] = fns[name]()
+        text, k = finite_text(hv[name])
+        row[f"finite_{name}"] = text
+        row[f"nonfinite_{name}"] = k
+        row[f"hvp_nonfinite_{name}"] = int((~torch.isfinite(hv[name])).sum())
+    row["hvp_diff"] = common.rel_fro(hv["matbp"], hv["torch"])
+    del hv
+
+    row["repeats"], ms = common.time_ms(fns, budget_s=budget_s, min_repeats=MIN_REPEATS,
+                                        max_repeats=MAX_REPEATS, repeats=repeats)
+    for name in HVP_COMPETITORS:
+        row[f"{name}_ms"] = common.median(ms[name])
+    row["ratio_torch"], row["ratio_torch_iqr"] = common.paired_ratio(ms["matbp"], ms["torch"])
+    row["target"] = None
+    row["status"] = None
+    for name in HVP_COMPETITORS:
+        row[f"{name}_samples_ms"] = ms[name]
+    return row
+
+
+def _hvp_progress(row: dict, seconds: float) -> str:
+    return (f"  {row['shape']:>7} B={row['batch']:<4} {row['dtype']:>7} {row['mode']:<7} "
+            f"reps={row['repeats']:<2} matbp {row['matbp_ms']:8.1f}  torch {row['torch_ms']:8.1f} ms  "
+            f"m/t {row['ratio_torch']:.3f}  non-finite HVP entries matbp {row['hvp_nonfinite_matbp']} "
+            f"torch {row['hvp_nonfinite_torch']} [{seconds:.0f} s]")
+
+
+def hvp_rows(shapes=HVP_SHAPES, dtypes=HVP_DTYPES, repeats: int | None = None, *, batch_scale: float = 1.0,
+             seed: int = 0, budget_s: float = BUDGET_S, verbose: bool = False) -> list[dict]:
+    """Time the HVP through o2p_log against the eigh composition; one row per (shape, dtype)."""
+    cases = [(shape, max(1, int(round(SHAPES[shape][0] * batch_scale))), common.as_dtype(dt))
+             for shape in shapes for dt in dtypes]
+    return common.collect(cases, lambda *case: hvp_one(*case, repeats=repeats, seed=seed, budget_s=budget_s),
+                          _hvp_progress if verbose else None)
+
+
+def hvp_notes(rows: list[dict]) -> list[str]:
+    if not any(r.get("mode") == HVP_MODE for r in rows):
+        return []
+    return [
+        "hvp rows (--hvp): the Hessian-vector product d/dt ∇_X <G, C(X + tV)> at t = 0, two "
+        "torch.autograd.grad calls on a fresh leaf per call (the first with create_graph=True), fixed "
+        "V = randn(B, m, d); matbp = the double backward of matbp.o2p_log, torch = torch's double backward "
+        "through the eigh composition; ratio = median(matbp) / median(torch). HVP non-finite = non-finite "
+        "entries of the HVP (of B·m·d) from the untimed warm-up call; grad finite columns: matrices with "
+        "a non-finite HVP entry; HVP matbp vs torch = max over the batch of ||HVP_matbp - HVP_torch||_F / "
+        "||HVP_torch||_F (NaN when torch's is not finite).",
+    ]
 
 
 # --------------------------------------------------------------------------
@@ -352,6 +454,8 @@ ACC_COLUMNS = [
     common.Column("ref", "reference", ".6e"),
     *[common.Column(f"{name}_{dt}", f"{name} f{dt[-2:]}", common.fmt_err)
       for dt in ("float64", "float32") for name in COMPETITORS],
+    # The second-derivative section: Hessian-vector products (double backward).
+    *[common.Column(f"hvp_{name}", f"HVP {name} f64", common.fmt_err) for name in HVP_COMPETITORS],
 ]
 
 
@@ -391,6 +495,7 @@ def run_accuracy(shapes=ACC_SHAPES, gaps=ACC_GAPS, dtypes=("float64", "float32")
     tests_dir = os.path.join(common.REPO_ROOT, "tests")
     if tests_dir not in sys.path:
         sys.path.insert(0, tests_dir)
+    from hvp_reference import o2p_log_hvp_reference  # noqa: E402
     from o2p_reference import o2p_log_directional_reference  # noqa: E402
 
     rows = []
@@ -411,6 +516,12 @@ def run_accuracy(shapes=ACC_SHAPES, gaps=ACC_GAPS, dtypes=("float64", "float32")
                     row[f"{name}_{dt}"] = _rel_err(val, ref)
             if "ref" not in row:
                 row["ref"] = row[f"ref_{dtypes[0]}"]
+            # Second derivative: d/dt ∇_X <G, C(X + tE)> at t = 0 against the 50-digit HVP.
+            hvp_ref = o2p_log_hvp_reference(X, G, E, EPS)
+            for name in HVP_COMPETITORS:
+                hv = hvp_call(FUNCS[name], X.unsqueeze(0), G.unsqueeze(0), E.unsqueeze(0))()[0]
+                row[f"hvp_{name}"] = (float("nan") if not bool(torch.isfinite(hv).all())
+                                      else float((hv - hvp_ref).norm() / hvp_ref.norm()))
             if verbose:
                 print(f"  m={m:<3} d={d:<3} g={gap:<7g} " + "  ".join(
                     f"{n} {dt} {common.fmt_err(row[f'{n}_{dt}'])}" for dt in dtypes for n in COMPETITORS),
@@ -428,6 +539,10 @@ def accuracy_notes() -> list[str]:
         "X = P diag(σ) Wᵀ (random orthonormal P, W): σ² = 1, 1+g, 1+2g, 0.3, 2, 0.05, 4, ... "
         "(first min(m, d)); for m < d, XᵀX also has d - m exact zero eigenvalues (eps in XᵀX + eps·I). "
         "g = 0 is an exact triple tie (up to the rounding of X). NaN/inf = non-finite gradient.",
+        "HVP columns (second derivatives, double backward): ||Hv - ref|| / ||ref|| of the Hessian-vector "
+        "product d/dt grad_X <G, C(X + tE)> at t = 0, float64, with ref from a 50-digit mpmath central "
+        "difference of the exact gradient (tests/hvp_reference.py); torch = the eigh composition's double "
+        "backward.",
     ]
 
 
@@ -453,6 +568,10 @@ def main(argv=None) -> int:
                         f"about {QUICK_BUDGET_S:g} s per case; writes *_quick.*")
     p.add_argument("--skip-accuracy", action="store_true", help="skip the gradient accuracy table")
     p.add_argument("--skip-timing", action="store_true", help="skip the timing table")
+    p.add_argument("--hvp", action="store_true",
+                   help="also time a Hessian-vector product through o2p_log against the eigh composition "
+                        f"({' '.join(HVP_SHAPES)}, {' '.join(HVP_DTYPES)}; rows with mode 'hvp' in the timing "
+                        "table, also with --skip-timing)")
     common.add_standard_arguments(p)
     args = common.parse_standard_arguments(p, argv, shapes=(QUICK_SHAPES, DEFAULT_SHAPES),
                                            batch_scale=(QUICK_BATCH_SCALE, 1.0), budget=(QUICK_BUDGET_S, BUDGET_S))
@@ -462,18 +581,25 @@ def main(argv=None) -> int:
     status = 0
     t_start = time.perf_counter()
 
-    if not args.skip_timing:
-        rows = run(args.shapes, args.dtypes, args.modes, args.repeats, batch_scale=args.batch_scale,
-                   seed=args.seed, budget_s=args.budget, verbose=True)
+    if not args.skip_timing or args.hvp:
+        rows = [] if args.skip_timing else run(
+            args.shapes, args.dtypes, args.modes, args.repeats, batch_scale=args.batch_scale,
+            seed=args.seed, budget_s=args.budget, verbose=True)
+        if args.hvp:
+            rows += hvp_rows(repeats=args.repeats, batch_scale=args.batch_scale, seed=args.seed,
+                             budget_s=args.budget, verbose=True)
         print()
         print_rows(rows)
         config = common.timing_config(args, MIN_REPEATS, MAX_REPEATS, {
             "shapes": {s: [max(1, int(round(SHAPES[s][0] * args.batch_scale))), *SHAPES[s][1:]]
-                       for s in args.shapes},
-            "dtypes": args.dtypes, "modes": args.modes, "eps": EPS,
-            "input": "randn(B, m, d) / sqrt(m), float64 draw then cast"})
-        common.save(args, common.result_name(NAME, "cpu", args.quick), rows, COLUMNS, env=env, title=TITLE,
-                    config=config, notes=notes_for(rows))
+                       for s in (() if args.skip_timing else args.shapes)},
+            "dtypes": [] if args.skip_timing else args.dtypes, "modes": [] if args.skip_timing else args.modes,
+            "eps": EPS, "input": "randn(B, m, d) / sqrt(m), float64 draw then cast"})
+        if args.hvp:
+            config["hvp"] = {"shapes": {s: [max(1, int(round(SHAPES[s][0] * args.batch_scale))), *SHAPES[s][1:]]
+                                        for s in HVP_SHAPES}, "dtypes": list(HVP_DTYPES)}
+        common.save(args, common.result_name(NAME, "cpu", args.quick), rows, columns_for(rows), env=env,
+                    title=TITLE, config=config, notes=notes_for(rows) + hvp_notes(rows))
         if matbp_failures(rows) or (args.strict and any(r["status"] == "FAIL" for r in rows)):
             status = 1
         print(f"[timing table: {time.perf_counter() - t_start:.0f} s]\n", flush=True)

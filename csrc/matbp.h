@@ -77,6 +77,18 @@ inline at::Tensor sym_fn_backward(const at::Tensor& gF, const at::Tensor& L, con
   return h.call(gF, L, V, fn, p);
 }
 
+// D²f(A)[G, H], the second derivative of f(A) (symmetric in G and H): the
+// derivative of <H, sym_fn_backward(G, L, V)> in A, i.e. sym_fn's double backward.
+inline at::Tensor sym_fn_second_derivative(const at::Tensor& G, const at::Tensor& H,
+                                           const at::Tensor& L, const at::Tensor& V,
+                                           c10::string_view fn, double p = 1.0) {
+  static auto h =
+      detail::op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                            const at::Tensor&, c10::string_view, double)>(
+          "matbp::sym_fn_second_derivative");
+  return h.call(G, H, L, V, fn, p);
+}
+
 inline at::Tensor o2p_log(const at::Tensor& X, double eps = 1e-3) {
   static auto h = detail::op<at::Tensor(const at::Tensor&, double)>("matbp::o2p_log");
   return h.call(X, eps);
@@ -123,6 +135,16 @@ inline at::Tensor projector_backward(const at::Tensor& gP, const at::Tensor& L,
   static auto h = detail::op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                         std::optional<double>)>("matbp::projector_backward");
   return h.call(gP, L, V, rtol);
+}
+
+// D²Π(A)[G, H] at locally constant rank: projector's double backward.
+inline at::Tensor projector_second_derivative(const at::Tensor& G, const at::Tensor& H,
+                                              const at::Tensor& L, const at::Tensor& V,
+                                              std::optional<double> rtol) {
+  static auto h = detail::op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                        const at::Tensor&, std::optional<double>)>(
+      "matbp::projector_second_derivative");
+  return h.call(G, H, L, V, rtol);
 }
 
 // The normalized-cuts core: ½‖Π_{Y Λ Yᵀ} − Π_w‖²_F, Π_w the projector onto

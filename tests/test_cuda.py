@@ -56,11 +56,13 @@ KERNEL_OPS = {
     "matbp::svd_backward",
     "matbp::sym_fn_with_eig",
     "matbp::sym_fn_backward",
+    "matbp::sym_fn_second_derivative",
     "matbp::o2p_log_with_eig",
     "matbp::o2p_log_backward",
     "matbp::o2p_log_jvp",
     "matbp::projector_with_eig",
     "matbp::projector_backward",
+    "matbp::projector_second_derivative",
     "matbp::ncut_projector_distance_with_basis",
     "matbp::ncut_projector_distance_backward",
 }

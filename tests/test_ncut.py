@@ -320,6 +320,46 @@ def test_normalized_cuts_loss_module(device):
         matbp.nn.NormalizedCutsLoss("j3")
 
 
+# ------------------------------------------------------ second derivatives
+
+
+@pytest.mark.parametrize("objective", ["j1", "j2"])
+@pytest.mark.parametrize("lam", ["none", "shared", "per image", "low rank"])
+def test_gradgradcheck(objective, lam):
+    # Hessian-vector products through the objectives (gradient penalties on a
+    # segmentation loss): the second derivative of J in X, the weights and Λ.
+    X = features(10, 3, seed=30, batch=(2,)).requires_grad_()
+    labels = random_labels(10, [0, 2, 5], seed=31, batch=(2,))
+    f = getattr(matbp, f"ncut_{objective}")
+    if lam == "none":
+        assert torch.autograd.gradgradcheck(lambda X: f(X, labels), (X,))
+        return
+    if lam == "low rank":  # Λ = C Cᵀ keeps rank 2 under the checks' perturbations
+        C = torch.rand(3, 2, generator=gen(35), dtype=F64).requires_grad_()
+        assert torch.autograd.gradgradcheck(lambda X, C: f(X, labels, Lambda=C @ C.mT), (X, C))
+        return
+    base = {"shared": spd(3, seed=32), "per image": torch.stack([spd(3, seed=33), spd(3, seed=34)])}[lam].abs()
+    L = base.clone().requires_grad_()
+    assert torch.autograd.gradgradcheck(lambda X, L: f(X, labels, Lambda=(L + L.mT) / 2), (X, L))
+
+
+def test_double_backward_composition_matches_the_operator():
+    # The double backward differentiates this restatement of J: its value and
+    # gradient must be the operator's.
+    from matbp._ops import _ncut_composition
+
+    Y = features(12, 3, seed=36, batch=(2,)).requires_grad_()
+    w = (torch.rand(2, 12, generator=gen(37), dtype=F64) + 0.1).requires_grad_()
+    labels = random_labels(12, [0, 4, 7], seed=38, batch=(2,))
+    Lam = spd(3, seed=39, rank=2).requires_grad_()
+    J, rank, *basis = torch.ops.matbp.ncut_projector_distance_with_basis(Y, w, labels, Lam, None)
+    J_c = _ncut_composition(Y, w, Lam, rank, basis[3], basis[4], None)
+    torch.testing.assert_close(J_c, J, rtol=1e-12, atol=1e-12)
+    grads = torch.autograd.grad(J.sum(), (Y, w, Lam))
+    for g, g_c in zip(grads, torch.autograd.grad(J_c.sum(), (Y, w, Lam))):
+        torch.testing.assert_close(g_c, g, rtol=1e-10, atol=1e-12)
+
+
 # ------------------------------------------------------ opcheck and compile
 
 

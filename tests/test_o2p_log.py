@@ -207,6 +207,10 @@ def test_opcheck(device):
         C, S, U, Y = torch.ops.matbp.o2p_log_with_eig(X, 1e-3)
         torch.library.opcheck(torch.ops.matbp.o2p_log_backward.default, (torch.randn_like(C), X, S, U, Y, 1e-3))
         torch.library.opcheck(torch.ops.matbp.o2p_log_jvp.default, (torch.randn_like(X), X, S, U, Y, 1e-3))
+        torch.library.opcheck(torch.ops.matbp.o2p_log_jvp.default,
+                              (torch.randn_like(X).requires_grad_(), X, S, U, Y, 1e-3))
+        torch.library.opcheck(torch.ops.matbp.o2p_log_backward.default,
+                              (torch.randn_like(C).requires_grad_(), X.clone().requires_grad_(), S, U, Y, 1e-3))
 
 
 def test_torch_compile_fullgraph():

@@ -99,6 +99,23 @@ def test_projector_rtol_and_errors():
         matbp.projector(torch.full((2, 2), float("nan"), dtype=torch.float64))
 
 
+def test_backward_is_the_derivative_of_the_thresholded_projector():
+    # Null eigenvalues below a large rtol but not zero: the derivative of
+    # what the forward computes has 1/(λ_range − λ_null), not eq. 19's
+    # 1/λ_range (28% off here before).
+    Q, _ = torch.linalg.qr(torch.randn(4, 4, generator=gen(40), dtype=F64))
+    A = Q @ torch.diag(torch.tensor([0.01, 0.05, 1.0, 2.0], dtype=F64)) @ Q.mT
+    E = torch.randn(4, 4, generator=gen(41), dtype=F64)
+    E = (E + E.mT) / 2
+    G = torch.randn(4, 4, generator=gen(42), dtype=F64)
+    Ar = A.clone().requires_grad_()
+    (gA,) = torch.autograd.grad((matbp.projector(Ar, rtol=0.2) * G).sum(), Ar)
+    h = 1e-6
+    fd = ((matbp.projector(A + h * E, rtol=0.2) - matbp.projector(A - h * E, rtol=0.2)) * G).sum() / (2 * h)
+    torch.testing.assert_close((gA * E).sum(), fd, rtol=1e-8, atol=1e-10)
+    assert torch.autograd.gradgradcheck(lambda A: matbp.projector((A + A.mT) / 2, rtol=0.2), (Ar,))
+
+
 def test_projector_opcheck_and_compile(device):
     Xf = torch.randn(2, 5, 2, generator=gen(33), dtype=torch.float64)
     A = (Xf @ Xf.mT).to(device)
@@ -107,6 +124,10 @@ def test_projector_opcheck_and_compile(device):
     torch.library.opcheck(torch.ops.matbp.projector_with_eig.default, (A.clone().requires_grad_(), 1e-10))
     P, L, V = torch.ops.matbp.projector_with_eig(A, None)
     torch.library.opcheck(torch.ops.matbp.projector_backward.default, (torch.randn_like(P), L, V, None))
+    torch.library.opcheck(torch.ops.matbp.projector_backward.default,
+                          (torch.randn_like(P).requires_grad_(), L, V, None))
+    torch.library.opcheck(torch.ops.matbp.projector_second_derivative.default,
+                          (torch.randn_like(P), torch.randn_like(P).requires_grad_(), L, V, None))
     f = torch.compile(lambda A: matbp.projector(A).sum(), fullgraph=True, backend="aot_eager")
     A_r = A.clone().requires_grad_()
     f(A_r).backward()

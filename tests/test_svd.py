@@ -59,6 +59,30 @@ def test_gradcheck(shape, device):
     assert gradcheck(gauge_invariant, (X,))
 
 
+@pytest.mark.parametrize("shape", [(2, 6, 4), (2, 4, 6), (5, 5)])
+def test_gradgradcheck(shape, device):
+    # The derivative of the backward, with its tie policy (separated values here).
+    X = rand(shape, seed=1).to(device).requires_grad_()
+    assert torch.autograd.gradgradcheck(gauge_invariant, (X,))
+
+
+@pytest.mark.parametrize("m,n", [(6, 4), (4, 6), (5, 5)])
+def test_double_backward_composition_matches_the_backward_op(m, n):
+    # The double backward differentiates this torch restatement of the
+    # backward kernel: both must agree, at ties and rank loss too.
+    from matbp._ops import _svd_backward_composition
+
+    X = rand((3, m, n), seed=3)
+    X[1] = low_rank((), m, n, 2, seed=4)  # rank loss: tied zero singular values
+    X[2] = torch.eye(m, n, dtype=F64)  # all singular values tied
+    U, S, V = matbp.svd(X)
+    grads = rand(U.shape, seed=5), rand(S.shape, seed=6), rand(V.shape, seed=7)
+    for present in ((0, 1, 2), (0,), (1,), (2,), (0, 2)):
+        args = [g if i in present else None for i, g in enumerate(grads)]
+        torch.testing.assert_close(_svd_backward_composition(*args, U, S, V),
+                                   torch.ops.matbp.svd_backward(*args, U, S, V), rtol=1e-12, atol=1e-11)
+
+
 @pytest.mark.parametrize("which", ["U", "S", "V"])
 def test_gradcheck_single_output(which):
     X = rand((2, 6, 4), seed=2).requires_grad_()
@@ -143,6 +167,8 @@ def test_opcheck(device):
         args = (torch.randn_like(U), torch.randn_like(S), torch.randn_like(V), U, S, V)
         torch.library.opcheck(torch.ops.matbp.svd_backward.default, args)
         torch.library.opcheck(torch.ops.matbp.svd_backward.default, (None, args[1], None, U, S, V))
+        torch.library.opcheck(torch.ops.matbp.svd_backward.default,
+                              (args[0].requires_grad_(), args[1], None, U, S.clone().requires_grad_(), V))
 
 
 def test_torch_compile_fullgraph():

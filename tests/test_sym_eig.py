@@ -87,12 +87,24 @@ def test_gradcheck(device):
     assert gradcheck(lambda A: gauge_invariant(A, w), (A,))
 
 
-def test_double_backward_raises_clearly():
-    A = random_symmetric((2,), 4).requires_grad_()
-    L, _ = matbp.sym_eig(A)
-    # The backward raises as soon as it runs with create_graph=True.
-    with pytest.raises(NotImplementedError, match="matbp.sym_eig: double backward"):
-        torch.autograd.grad(L.pow(2).sum(), A, create_graph=True)
+def test_double_backward_composition_matches_the_backward_op():
+    # The double backward differentiates this torch restatement of the
+    # backward kernel: both must agree, ties included.
+    from matbp._ops import _sym_eig_backward_composition
+
+    A = random_symmetric((2,), 4)
+    A[1] = torch.diag(torch.tensor([1.0, 1.0, 2.0, 3.0], dtype=torch.float64))
+    L, V = matbp.sym_eig(A)
+    gL, gV = randn(2, 4, seed=7), randn(2, 4, 4, seed=8)
+    for args in ((gL, gV), (None, gV), (gL, None)):
+        torch.testing.assert_close(_sym_eig_backward_composition(*args, L, V),
+                                   torch.ops.matbp.sym_eig_backward(*args, L, V), rtol=1e-12, atol=1e-12)
+
+
+def test_gradgradcheck_gauge_invariant(device):
+    A = randn(2, 4, 4, seed=3).to(device).requires_grad_()
+    w = torch.arange(4, dtype=torch.float64, device=device)
+    assert torch.autograd.gradgradcheck(lambda A: gauge_invariant(A, w), (A,))
 
 
 def test_gradcheck_eigenvalues_only_and_vectors_only():
@@ -231,6 +243,8 @@ def test_opcheck(device):
     gL, gV = torch.randn_like(L), torch.randn_like(V)
     torch.library.opcheck(torch.ops.matbp.sym_eig_backward.default, (gL, gV, L, V))
     torch.library.opcheck(torch.ops.matbp.sym_eig_backward.default, (None, gV, L, V))
+    torch.library.opcheck(torch.ops.matbp.sym_eig_backward.default,
+                          (gL, gV.clone().requires_grad_(), L.clone().requires_grad_(), V))
     torch.library.opcheck(torch.ops.matbp.sym_eig_backward.default, (gL, None, L, V))
 
 

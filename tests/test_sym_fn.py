@@ -213,6 +213,10 @@ def test_opcheck(device):
         torch.library.opcheck(torch.ops.matbp.sym_fn_with_eig.default, (A.clone().requires_grad_(), fn, 0.5))
     F, L, V = torch.ops.matbp.sym_fn_with_eig(A, "log", 1.0)
     torch.library.opcheck(torch.ops.matbp.sym_fn_backward.default, (torch.randn_like(F), L, V, "log", 1.0))
+    torch.library.opcheck(torch.ops.matbp.sym_fn_backward.default,
+                          (torch.randn_like(F).requires_grad_(), L, V, "log", 1.0))
+    torch.library.opcheck(torch.ops.matbp.sym_fn_second_derivative.default,
+                          (torch.randn_like(F).requires_grad_(), torch.randn_like(F), L, V, "log", 1.0))
 
 
 def test_torch_compile_fullgraph():

@@ -115,6 +115,98 @@ MATBP_HOST_DEVICE inline T divided_difference_exp(T a, T b) {
   return exp(hi) * expm1_ratio(x);
 }
 
+// Second divided differences f[a, b, c] (the second-order Daleckii–Krein
+// form, double backward). Each is written around the smallest point lo and
+// the relative offsets of the others, as the first ones are, through the
+// divided differences of the ratios phi(x) = log1p(x)/x, psi(x) = expm1(x)/x
+// and rho(x) = ((1+x)^p - 1)/x: log[lo, lo(1+x), lo(1+y)] = phi[x, y] / lo^2.
+//
+// Below this the divided differences of the ratios are summed as power
+// series: the terms fall like 0.05^k, so 18 of them reach double precision.
+constexpr double kPhiSeriesThreshold = 0.05;
+constexpr int kPhiSeriesTerms = 18;
+
+// phi[x, y] = (phi(x) - phi(y)) / (x - y) for x, y >= 0; phi[x, x] = phi'(x).
+template <typename T>
+MATBP_HOST_DEVICE inline T log1p_ratio_divided_difference(T x, T y) {
+  const T hi = fmax(x, y);
+  const T lo = fmin(x, y);
+  if (hi < T(kPhiSeriesThreshold)) {
+    // phi(x) = sum_k (-1)^k x^k / (k + 1), so
+    // phi[x, y] = sum_{k>=1} (-1)^k / (k + 1) * h_{k-1}(x, y), with the complete
+    // homogeneous polynomials h_j = sum_i x^i y^(j-i), h_j = y h_{j-1} + x^j.
+    T h = T(1), x_pow = T(1), sum = T(0), sign = T(-1);
+    for (int k = 1; k <= kPhiSeriesTerms; ++k) {
+      sum += sign * h / T(k + 1);
+      x_pow *= x;
+      h = y * h + x_pow;
+      sign = -sign;
+    }
+    return sum;
+  }
+  if (hi - lo > T(0.5) * hi) {
+    // Far apart: phi(lo) / phi(hi) is bounded away from 1, no cancellation.
+    return (log1p_ratio(hi) - log1p_ratio(lo)) / (hi - lo);
+  }
+  // Close, both >= kPhiSeriesThreshold / 2:
+  //   phi[lo, hi] = (log1p[lo, hi] - phi(hi)) / lo,
+  // with log1p[lo, hi] = log1p(g) / g / (1 + lo), g = (hi - lo) / (1 + lo),
+  // which never subtracts close numbers; the remaining subtraction loses at
+  // most a factor ~2 / hi <= 40 in relative accuracy. (No lo * hi: it
+  // overflows for x ~ s / eps beyond 1e154.)
+  const T g = (hi - lo) / (T(1) + lo);
+  const T log1p_dd = log1p_ratio(g) / (T(1) + lo);
+  return (log1p_dd - log1p_ratio(hi)) / lo;
+}
+
+// psi[x, y] = (psi(x) - psi(y)) / (x - y) for x, y <= 0, psi(x) = expm1(x)/x.
+template <typename T>
+MATBP_HOST_DEVICE inline T expm1_ratio_divided_difference(T x, T y) {
+  const T lo = fmin(x, y);
+  const T hi = fmax(x, y);
+  if (-lo < T(kPhiSeriesThreshold)) {
+    // psi(x) = sum_k x^k / (k + 1)!, psi[x, y] = sum_{k>=1} h_{k-1}(x, y) / (k + 1)!.
+    T h = T(1), x_pow = T(1), sum = T(0), factorial = T(1);
+    for (int k = 1; k <= kPhiSeriesTerms; ++k) {
+      factorial *= T(k + 1);
+      sum += h / factorial;
+      x_pow *= x;
+      h = y * h + x_pow;
+    }
+    return sum;
+  }
+  // psi[lo, hi] = (exp[lo, hi] - psi(hi)) / lo, exp[lo, hi] = e^hi psi(lo - hi):
+  // both terms lie in (e^lo, 1], and |lo| >= 0.05 bounds the loss to ~2 digits.
+  return (exp(hi) * expm1_ratio(lo - hi) - expm1_ratio(hi)) / lo;
+}
+
+// rho[x, y] = (rho(x) - rho(y)) / (x - y) for x, y >= 0, rho(x) = ((1+x)^p - 1)/x.
+template <typename T>
+MATBP_HOST_DEVICE inline T powm1_ratio_divided_difference(T x, T y, T p) {
+  const T lo = fmin(x, y);
+  const T hi = fmax(x, y);
+  if (hi < T(kPhiSeriesThreshold)) {
+    // (1+x)^p = sum_k C(p, k) x^k, rho[x, y] = sum_{k>=2} C(p, k) h_{k-2}(x, y).
+    // The binomials of a large |p| shrink slowly: sum until the terms do.
+    T h = T(1), x_pow = T(1), sum = T(0), binomial = p * (p - T(1)) / T(2);
+    for (int k = 2; k <= 200; ++k) {
+      const T term = binomial * h;
+      sum += term;
+      if (abs(term) <= T(1e-18) * abs(sum) && k > 4) break;
+      binomial *= (p - T(k)) / T(k + 1);
+      x_pow *= x;
+      h = y * h + x_pow;
+    }
+    return sum;
+  }
+  // rho[lo, hi] = (P[lo, hi] - rho(lo)) / hi with the divided difference of
+  // (1+x)^p, P[lo, hi] = (1+lo)^(p-1) rho((hi - lo)/(1+lo)), which subtracts
+  // nothing; hi >= 0.05 bounds the loss to ~2 digits (more as p nears 1,
+  // where rho[lo, hi] ~ p (p - 1) / 2 itself vanishes).
+  const T p_dd = pow(T(1) + lo, p - T(1)) * powm1_ratio((hi - lo) / (T(1) + lo), p);
+  return (p_dd - powm1_ratio(lo, p)) / hi;
+}
+
 template <typename T>
 MATBP_HOST_DEVICE inline T spectral_value(SpectralFn fn, T lambda, T p) {
   switch (fn) {
@@ -171,6 +263,60 @@ MATBP_HOST_DEVICE inline bool in_domain(SpectralFn fn, T lambda, T p) {
       return true;
   }
   return false;
+}
+
+// Second divided difference f[a, b, c] (symmetric in its arguments; f''(a)/2
+// at a triple tie), exact where points repeat, cluster or vanish. dd_lo_mid
+// and dd_mid_hi are the first divided differences f[lo, mid] and f[mid, hi]
+// of the sorted points, which the kernels have already: where hi and lo are
+// apart by more than kSecondRecursionGap (relative; absolute for exp) the
+// plain recursion (f[mid, hi] - f[lo, mid]) / (hi - lo) costs no
+// transcendental call and cancels at most a factor ~2 / gap (32, 5 bits;
+// more only for pow as p nears 1, where p (p - 1) itself vanishes).
+// Whether sorted points lo <= hi are far enough apart for the recursion:
+// a factor 2 (positive points), 1 apart for exp, or lo at or below zero with
+// hi above it (pow and sqrt at zero eigenvalues).
+constexpr double kSecondRecursionGap = 1.0 / 16;
+
+template <typename T>
+MATBP_HOST_DEVICE inline bool second_divided_difference_by_recursion(SpectralFn fn, T lo, T hi) {
+  if (fn == SpectralFn::Exp) return hi - lo > T(kSecondRecursionGap);
+  return lo > T(0) ? hi - lo > T(kSecondRecursionGap) * lo : hi > T(0);
+}
+
+template <typename T>
+MATBP_HOST_DEVICE inline T second_divided_difference(SpectralFn fn, T lo, T mid, T hi, T p,
+                                                     T dd_lo_mid, T dd_mid_hi) {
+  const T recursion = (dd_mid_hi - dd_lo_mid) / (hi - lo);
+  if (second_divided_difference_by_recursion(fn, lo, hi)) return recursion;
+  switch (fn) {
+    case SpectralFn::Log:
+    case SpectralFn::Pow: {
+      if (lo > T(0)) {
+        if (hi == lo) {  // a triple tie: f''(lo) / 2
+          return fn == SpectralFn::Log ? T(-0.5) / lo / lo
+                                       : p * (p - T(1)) / T(2) * pow_minus_one(lo, p) / lo;
+        }
+        const T x = (mid - lo) / lo, y = (hi - lo) / lo;
+        return fn == SpectralFn::Log
+                   ? log1p_ratio_divided_difference(x, y) / lo / lo
+                   : pow_minus_one(lo, p) / lo * powm1_ratio_divided_difference(x, y, p);
+      }
+      // Zero eigenvalues (pow, p > 0) with hi > 0 took the recursion above:
+      // f[0, mid, hi] = (f[mid, hi] - f[0, mid]) / hi, f[0, 0] = p 0^(p-1).
+      if (fn == SpectralFn::Log || lo < T(0)) return recursion;  // outside the domain
+      // f''(0) / 2 = p (p - 1) / 2 0^(p-2).
+      return p == T(1) ? T(0) : p * (p - T(1)) / T(2) * pow(T(0), p - T(2));
+    }
+    case SpectralFn::Sqrt: {
+      // -1 / ((sqrt(a) + sqrt(b)) (sqrt(b) + sqrt(c)) (sqrt(a) + sqrt(c))): no cancellation.
+      const T ra = sqrt(lo), rb = sqrt(mid), rc = sqrt(hi);
+      return T(-1) / ((ra + rb) * (rb + rc) * (ra + rc));
+    }
+    case SpectralFn::Exp:
+      return hi == lo ? exp(lo) / T(2) : exp(hi) * expm1_ratio_divided_difference(lo - hi, mid - hi);
+  }
+  return T(0);
 }
 
 }  // namespace matbp::math

@@ -11,6 +11,16 @@
 
 #include <cmath>
 
+// A loop whose sum may be reassociated into SIMD lanes (host code under
+// OpenMP; a plain loop elsewhere): the order of a floating-point sum is not
+// otherwise the compiler's to change.
+#define MATBP_PRAGMA(text) _Pragma(#text)
+#if defined(_OPENMP) && !defined(__CUDA_ARCH__)
+#define MATBP_SIMD_SUM(var) MATBP_PRAGMA(omp simd reduction(+ : var))
+#else
+#define MATBP_SIMD_SUM(var)
+#endif
+
 namespace matbp::math {
 
 // std:: math functions are usable in device code under nvcc for float and

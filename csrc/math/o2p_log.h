@@ -17,44 +17,6 @@
 
 namespace matbp::math {
 
-// Below this the divided difference of phi is summed as a power series: the
-// terms fall like 0.05^k, so 18 of them reach double precision.
-constexpr double kPhiSeriesThreshold = 0.05;
-constexpr int kPhiSeriesTerms = 18;
-
-// phi[x, y] = (phi(x) - phi(y)) / (x - y) for x, y >= 0; phi[x, x] = phi'(x).
-template <typename T>
-MATBP_HOST_DEVICE inline T log1p_ratio_divided_difference(T x, T y) {
-  const T hi = fmax(x, y);
-  const T lo = fmin(x, y);
-  if (hi < T(kPhiSeriesThreshold)) {
-    // phi(x) = sum_k (-1)^k x^k / (k + 1), so
-    // phi[x, y] = sum_{k>=1} (-1)^k / (k + 1) * h_{k-1}(x, y), with the complete
-    // homogeneous polynomials h_j = sum_i x^i y^(j-i), h_j = y h_{j-1} + x^j.
-    T h = T(1), x_pow = T(1), sum = T(0), sign = T(-1);
-    for (int k = 1; k <= kPhiSeriesTerms; ++k) {
-      sum += sign * h / T(k + 1);
-      x_pow *= x;
-      h = y * h + x_pow;
-      sign = -sign;
-    }
-    return sum;
-  }
-  if (hi - lo > T(0.5) * hi) {
-    // Far apart: phi(lo) / phi(hi) is bounded away from 1, no cancellation.
-    return (log1p_ratio(hi) - log1p_ratio(lo)) / (hi - lo);
-  }
-  // Close, both >= kPhiSeriesThreshold / 2:
-  //   phi[lo, hi] = (log1p[lo, hi] - phi(hi)) / lo,
-  // with log1p[lo, hi] = log1p(g) / g / (1 + lo), g = (hi - lo) / (1 + lo),
-  // which never subtracts close numbers; the remaining subtraction loses at
-  // most a factor ~2 / hi <= 40 in relative accuracy. (No lo * hi: it
-  // overflows for x ~ s / eps beyond 1e154.)
-  const T g = (hi - lo) / (T(1) + lo);
-  const T log1p_dd = log1p_ratio(g) / (T(1) + lo);
-  return (log1p_dd - log1p_ratio(hi)) / lo;
-}
-
 // Beyond this s / eps (tiny eps), log1p(s / eps) = log(s) - log(eps) to
 // working precision, and s / eps itself may overflow.
 constexpr double kO2pLogRatioLimit = 1e300;

@@ -53,6 +53,9 @@ TORCH_LIBRARY(matbp, m) {
   m.def("sym_fn(Tensor A, str fn, float p=1.0) -> Tensor");
   m.def("sym_fn_with_eig(Tensor A, str fn, float p=1.0) -> (Tensor F, Tensor L, Tensor V)");
   m.def("sym_fn_backward(Tensor gF, Tensor L, Tensor V, str fn, float p) -> Tensor");
+  m.def(
+      "sym_fn_second_derivative(Tensor G, Tensor H, Tensor L, Tensor V, str fn, float p) -> "
+      "Tensor");
   m.def("o2p_log(Tensor X, float eps=1e-3) -> Tensor");
   m.def(
       "o2p_log_with_eig(Tensor X, float eps=1e-3) -> (Tensor C, Tensor S, Tensor U, Tensor Y)");
@@ -62,6 +65,9 @@ TORCH_LIBRARY(matbp, m) {
   m.def("projector(Tensor A, float? rtol=None) -> Tensor");
   m.def("projector_with_eig(Tensor A, float? rtol=None) -> (Tensor P, Tensor L, Tensor V)");
   m.def("projector_backward(Tensor gP, Tensor L, Tensor V, float? rtol) -> Tensor");
+  m.def(
+      "projector_second_derivative(Tensor G, Tensor H, Tensor L, Tensor V, float? rtol) -> "
+      "Tensor");
   m.def(
       "ncut_projector_distance(Tensor Y, Tensor weights, Tensor labels, Tensor? Lambda=None, "
       "float? rtol=None) -> Tensor");

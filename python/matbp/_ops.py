@@ -68,11 +68,17 @@ def sync_checks(enabled: bool = True):
 #   register_autograd builds has no setup_context staticmethod, so torch
 #   raises an obscure RuntimeError under these transforms; the same guard
 #   raises a clear NotImplementedError instead.
-# - Double backward: the backward ops' inputs are mostly saved
-#   non-differentiable outputs, so an autograd formula on the backward op
-#   alone (_no_double_backward) does not fire and second derivatives would
-#   silently drop the term. Every backward therefore raises when it runs with
-#   grad mode on, i.e. under create_graph=True (_forbid_create_graph).
+# - Double backward (create_graph=True): the backward of sym_fn, o2p_log and
+#   projector is differentiated in A (X) directly, by the second-order
+#   Daleckii–Krein form (ops *_second_derivative, exact at ties), not through
+#   their saved eigendecompositions, whose derivative divides by eigenvalue
+#   gaps; the normalized-cuts core through its objective written with torch
+#   ops and projector (_ncut_composition). sym_eig_backward and svd_backward
+#   are differentiated as the compositions of torch ops they are, with their
+#   tie policy, so that the chain continues into sym_eig's (svd's) backward.
+#   The exact second derivatives are differentiable again only in their
+#   incoming cotangent; a third derivative in any other direction raises
+#   (_ThirdDerivativeGuard), never dropping the terms it would need.
 
 _FORWARD_AD_UNSUPPORTED = (
     "forward-mode AD (torch.func.jvp, jacfwd, hessian, torch.autograd.forward_ad) is not supported"
@@ -182,24 +188,152 @@ def _register_autograd(op_name: str, public_name: str, backward, setup_context=N
     _autograd_libs.append(lib)
 
 
-def _forbid_create_graph(public_name: str) -> None:
-    # Backward runs with grad mode on exactly when create_graph=True.
-    if torch.is_grad_enabled():
-        raise NotImplementedError(
-            f"{public_name}: double backward (differentiating a gradient, create_graph=True) "
-            "is not supported"
-        )
+_DOUBLE_BACKWARD = "double backward (differentiating a gradient, create_graph=True)"
+_TRIPLE_BACKWARD = "third derivatives (differentiating a second derivative, create_graph=True)"
 
 
 def _no_double_backward(op_name: str):
     # For direct calls of a backward op on tensors that require grad.
     def backward(ctx, *grads):
-        raise NotImplementedError(
-            f"matbp.{op_name}: double backward (differentiating a gradient, create_graph=True) "
-            "is not supported"
-        )
+        raise NotImplementedError(f"matbp.{op_name}: {_DOUBLE_BACKWARD} is not supported")
 
     _register_autograd(op_name, f"matbp.{op_name}", backward)
+
+
+def _derivative_of_composition(composition, inputs, grad_output):
+    """The vector-Jacobian product of ``composition(*inputs)`` (torch ops, a
+    restatement of a backward op) with ``grad_output``: the backward of that
+    backward op, in the inputs' dtypes (None for absent or unused inputs).
+    Under create_graph=True it is built on the live inputs, so derivatives of
+    any order follow the composition."""
+    create_graph = torch.is_grad_enabled()
+    with torch.enable_grad():
+        # Live inputs enter through a view of their own: the partial derivative
+        # in each, not a total one through inputs computed from others (gV from V).
+        leaves = [
+            None if t is None else (t.view_as(t) if create_graph and t.requires_grad
+                                    else t.detach().requires_grad_())
+            for t in inputs
+        ]
+        out = composition(*[None if x is None else x.to(torch.float64) for x in leaves])
+        used = [x for x in leaves if x is not None]
+        grads = iter(torch.autograd.grad(out, used, grad_output.to(out.dtype), allow_unused=True,
+                                         create_graph=create_graph))
+    result = []
+    for t in inputs:
+        g = None if t is None else next(grads)
+        result.append(None if g is None else g.to(t.dtype))
+    return tuple(result)
+
+
+class _ThirdDerivativeGuard(torch.autograd.Function):
+    """Zeros that tie a second derivative to the tensors it was computed from
+    as constants: differentiating it in their direction (a third derivative)
+    raises instead of silently missing their terms. Only the direction of the
+    incoming cotangent is differentiable, which is what
+    torch.autograd.functional.hvp's double-backward trick needs."""
+
+    @staticmethod
+    def forward(ctx, public_name, like, *tensors):
+        ctx.public_name = public_name
+        return torch.zeros_like(like)
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise NotImplementedError(f"{ctx.public_name}: {_TRIPLE_BACKWARD} is not supported")
+
+
+def _guard_third_derivatives(public_name, out, *tensors):
+    live = [t for t in tensors if isinstance(t, Tensor) and t.requires_grad]
+    if out is None or not live or not torch.is_grad_enabled():
+        return out
+    return out + _ThirdDerivativeGuard.apply(public_name, out.detach(), *live)
+
+
+def _detached(*tensors):
+    return tuple(None if t is None else t.detach() for t in tensors)
+
+
+class _EigenbasisBackward(torch.autograd.Function):
+    """gA = backward(g, L, V) of an op f(A) = V k(L) Vᵀ as a function of g and
+    of A itself, so that create_graph=True differentiates it exactly: in g by
+    the backward again (the derivative is self-adjoint), in A by
+    ``second_derivative(g, H, L, V)``, the second-order Daleckii–Krein form,
+    with no division by eigenvalue gaps (differentiating through the saved L
+    and V would divide by them, and drop the coupling at ties)."""
+
+    @staticmethod
+    def forward(ctx, g, A, L, V, backward, second_derivative, public_name):
+        ctx.save_for_backward(g, A, L, V)
+        ctx.backward, ctx.second_derivative, ctx.public_name = backward, second_derivative, public_name
+        return backward(g, L, V)
+
+    @staticmethod
+    def backward(ctx, H):
+        g, A, L, V = ctx.saved_tensors
+        g0, L0, V0 = _detached(g, L, V)
+        grad_g = grad_A = None
+        if ctx.needs_input_grad[0]:
+            grad_g = _guard_third_derivatives(ctx.public_name, ctx.backward(H, L0, V0), g, A, L, V)
+        if ctx.needs_input_grad[1]:
+            grad_A = ctx.second_derivative(g0, H, L0, V0).to(A.dtype)
+            grad_A = _guard_third_derivatives(ctx.public_name, grad_A, g, A, L, V)
+        return grad_g, grad_A, None, None, None, None, None
+
+
+def _eigenbasis_backward(g, A, L, V, backward, second_derivative, public_name):
+    if torch.is_grad_enabled():  # create_graph=True: differentiable in g and A
+        return _EigenbasisBackward.apply(g, A, L, V, backward, second_derivative, public_name)
+    return backward(g, L, V)
+
+
+def _register_linear_autograd(op_name: str, adjoints, unsupported: str) -> None:
+    """Autograd of an op that is linear in the tensor arguments at the
+    positions of ``adjoints`` (position -> adjoint(args, H), the gradient there
+    for the cotangent H); a derivative in any other tensor argument raises
+    NotImplementedError with ``unsupported``. The adjoints run with grad mode
+    as the engine sets it, so they are differentiable in H again."""
+    public_name = f"matbp.{op_name}"
+
+    def setup(ctx, inputs, output):
+        ctx.tensor_positions = [i for i, a in enumerate(inputs) if isinstance(a, Tensor)]
+        ctx.others = {i: a for i, a in enumerate(inputs) if not isinstance(a, Tensor)}
+        ctx.count = len(inputs)
+        ctx.save_for_backward(*(inputs[i] for i in ctx.tensor_positions))
+
+    def backward(ctx, H):
+        args = [None] * ctx.count
+        for i, t in zip(ctx.tensor_positions, ctx.saved_tensors):
+            args[i] = t
+        for i, a in ctx.others.items():
+            args[i] = a
+        grads = [None] * ctx.count
+        for i in ctx.tensor_positions:
+            if not ctx.needs_input_grad[i]:
+                continue
+            if i not in adjoints:
+                raise NotImplementedError(f"{public_name}: {unsupported}")
+            grads[i] = adjoints[i](args, H)
+        return tuple(grads)
+
+    _register_autograd(op_name, public_name, backward, setup_context=setup)
+
+
+def _register_eigenbasis_derivatives(op: str, backward, second_derivative) -> None:
+    """Autograd of a direct call of <op>_backward(g, L, V, ...) (linear in g,
+    the backward again) and <op>_second_derivative(G, H, L, V, ...) (linear in
+    G and H: <K, D²f[G, H]> is symmetric in G, H and K); in L and V neither is
+    offered (the exact derivatives are taken in A, through the forward op)."""
+    _register_linear_autograd(
+        f"{op}_backward", {0: lambda a, H: backward(H, *a[1:])},
+        f"derivatives with respect to 'L' and 'V' are not supported; differentiate matbp.{op} twice "
+        "instead (its second derivative is exact)",
+    )
+    _register_linear_autograd(
+        f"{op}_second_derivative",
+        {0: lambda a, K: second_derivative(a[1], K, *a[2:]), 1: lambda a, K: second_derivative(a[0], K, *a[2:])},
+        f"{_TRIPLE_BACKWARD} (derivatives with respect to 'L' and 'V') is not supported",
+    )
 
 
 # Fake kernels repeat the argument checks of the real kernels (csrc/ops/checks.h)
@@ -281,9 +415,38 @@ def _sym_eig_setup(ctx, inputs, output):
 
 
 def _sym_eig_backward(ctx, gL, gV):
-    _forbid_create_graph("matbp.sym_eig")
     L, V = ctx.saved_tensors
     return _lib.sym_eig_backward(gL, gV, L, V)
+
+
+def _tied(gap, tol):
+    # The backward kernels' tie policy (csrc/math/adjoint_weights.h).
+    return gap.abs() <= tol
+
+
+def _sym_eig_backward_composition(gL, gV, L, V):
+    """sym_eig_backward as torch ops (float64): V (diag(gL) + F o skew(Vᵀ gV)) Vᵀ,
+    F_ij = 1/(λ_j − λ_i), 0 at ties (|gap| ≤ n·eps·max|λ|, a constant here)."""
+    n = L.shape[-1]
+    inner = torch.zeros(V.shape, dtype=V.dtype, device=V.device)
+    if gV is not None and n > 0:
+        tol = n * torch.finfo(torch.float64).eps * L.detach().abs().amax(-1)[..., None, None]
+        gap = L.unsqueeze(-2) - L.unsqueeze(-1)
+        tied = _tied(gap.detach(), tol)
+        F = torch.where(tied, 0.0, 1.0 / torch.where(tied, 1.0, gap))
+        M = V.mT @ gV
+        inner = inner + F * (M - M.mT) / 2
+    if gL is not None:
+        inner = inner + torch.diag_embed(gL)
+    return V @ inner @ V.mT
+
+
+def _sym_eig_backward_setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _sym_eig_backward_derivative(ctx, H):
+    return _derivative_of_composition(_sym_eig_backward_composition, ctx.saved_tensors, H)
 
 
 def _eig_tangents(L, V, dA):
@@ -310,7 +473,8 @@ def _sym_eig_jvp(primals, tangents, outputs):
 
 _register_autograd("sym_eig", "matbp.sym_eig", _sym_eig_backward, setup_context=_sym_eig_setup,
                    jvp=_sym_eig_jvp)
-_no_double_backward("sym_eig_backward")
+_register_autograd("sym_eig_backward", "matbp.sym_eig_backward", _sym_eig_backward_derivative,
+                   setup_context=_sym_eig_backward_setup)
 
 
 def sym_eig(A: Tensor) -> Tuple[Tensor, Tensor]:
@@ -375,9 +539,46 @@ def _svd_setup(ctx, inputs, output):
 
 
 def _svd_backward(ctx, gU, gS, gV):
-    _forbid_create_graph("matbp.svd")
     U, S, V = ctx.saved_tensors
     return _lib.svd_backward(gU, gS, gV, U, S, V)
+
+
+def _svd_backward_composition(gU, gS, gV, U, S, V):
+    """svd_backward as torch ops (float64), with its tie policy
+    (math::svd_adjoint_entry, pseudo_inverse; the tolerance a constant):
+    gX = U [diag(gS) + off] Vᵀ + (gU − U M) S⁺ Vᵀ + U S⁺ (gV − V N)ᵀ, M = Uᵀ gU,
+    N = Vᵀ gV, off_ij = [(M_ij − M_ji) s_j + (N_ij − N_ji) s_i] / (s_i + s_j) / (s_j − s_i)."""
+    m, n, k = U.shape[-2], V.shape[-2], S.shape[-1]
+    inner = torch.zeros((*S.shape, k), dtype=S.dtype, device=S.device)
+    if k == 0:
+        return U @ inner @ V.mT
+    tol = (max(m, n) * torch.finfo(torch.float64).eps * S.detach()[..., :1]).unsqueeze(-1)
+    si, sj = S.unsqueeze(-1), S.unsqueeze(-2)
+    tied = _tied((sj - si).detach(), tol)
+    safe = lambda t: torch.where(tied, 1.0, t)  # noqa: E731
+    s_pinv = torch.where(S.detach() > tol[..., 0], 1.0 / torch.where(S.detach() > tol[..., 0], S, 1.0), 0.0)
+    gX = 0
+    if gU is not None:
+        M = U.mT @ gU
+        inner = inner + torch.where(tied, 0.0, (M - M.mT) * sj / safe(si + sj) / safe(sj - si))
+        if m > k:
+            gX = gX + ((gU - U @ M) * s_pinv.unsqueeze(-2)) @ V.mT
+    if gV is not None:
+        N = V.mT @ gV
+        inner = inner + torch.where(tied, 0.0, (N - N.mT) * si / safe(si + sj) / safe(sj - si))
+        if n > k:
+            gX = gX + (U * s_pinv.unsqueeze(-2)) @ (gV - V @ N).mT
+    if gS is not None:
+        inner = inner + torch.diag_embed(gS)
+    return U @ inner @ V.mT + gX
+
+
+def _svd_backward_setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _svd_backward_derivative(ctx, H):
+    return _derivative_of_composition(_svd_backward_composition, ctx.saved_tensors, H)
 
 
 def _svd_jvp(primals, tangents, outputs):
@@ -414,7 +615,8 @@ def _svd_jvp(primals, tangents, outputs):
 
 
 _register_autograd("svd", "matbp.svd", _svd_backward, setup_context=_svd_setup, jvp=_svd_jvp)
-_no_double_backward("svd_backward")
+_register_autograd("svd_backward", "matbp.svd_backward", _svd_backward_derivative,
+                   setup_context=_svd_backward_setup)
 
 
 def svd(X: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
@@ -471,20 +673,37 @@ def _sym_fn_backward_fake(gF, L, V, fn, p):
     return gF.new_empty(gF.shape)
 
 
+@torch.library.register_fake("matbp::sym_fn_second_derivative")
+def _sym_fn_second_derivative_fake(G, H, L, V, fn, p):
+    op = "matbp.sym_fn_second_derivative"
+    torch._check(
+        fn in _SPECTRAL_FNS,
+        lambda: f"{op}: argument 'fn' must be one of 'log', 'sqrt', 'pow', 'exp', got '{fn}'",
+    )
+    _check_eigenbasis_backward(G, "G", L, V, op)
+    _check_fits(H, op, "H", V.shape, V, "V")
+    return G.new_empty(G.shape)
+
+
 def _sym_fn_setup(ctx, inputs, output):
-    _, fn, p = inputs
+    A, fn, p = inputs
     _, L, V = output
     ctx.fn, ctx.p = fn, p
-    ctx.input_dtype = inputs[0].dtype
-    ctx.save_for_backward(L, V)
+    ctx.input_dtype = A.dtype
+    ctx.save_for_backward(A, L, V)
 
 
 def _sym_fn_backward(ctx, gF, gL, gV):
-    _forbid_create_graph("matbp.sym_fn")
-    L, V = ctx.saved_tensors
+    A, L, V = ctx.saved_tensors
     gA = None
     if gF is not None:
-        gA = _lib.sym_fn_backward(gF, L, V, ctx.fn, ctx.p)
+        fn, p = ctx.fn, ctx.p
+        gA = _eigenbasis_backward(
+            gF, A, L, V,
+            lambda g, L, V: _lib.sym_fn_backward(g, L, V, fn, p),
+            lambda g, h, L, V: _lib.sym_fn_second_derivative(g, h, L, V, fn, p),
+            "matbp.sym_fn",
+        )
     if gL is not None or gV is not None:
         # L and V are outputs too (float64); honour gradients through them.
         g_eig = _lib.sym_eig_backward(gL, gV, L, V).to(ctx.input_dtype)
@@ -502,7 +721,7 @@ def _sym_fn_jvp(primals, tangents, outputs):
 
 _register_autograd("sym_fn_with_eig", "matbp.sym_fn", _sym_fn_backward, setup_context=_sym_fn_setup,
                    jvp=_sym_fn_jvp)
-_no_double_backward("sym_fn_backward")
+_register_eigenbasis_derivatives("sym_fn", _lib.sym_fn_backward, _lib.sym_fn_second_derivative)
 
 
 def _describe(value) -> str:
@@ -624,7 +843,6 @@ def _o2p_log_setup(ctx, inputs, output):
 
 
 def _o2p_log_backward(ctx, gC, gS, gU, gY):
-    _forbid_create_graph("matbp.o2p_log")
     if gC is None:
         return None, None
     X, S, U, Y = ctx.saved_tensors
@@ -640,8 +858,56 @@ def _o2p_log_jvp(primals, tangents, outputs):
 _register_autograd(
     "o2p_log_with_eig", "matbp.o2p_log", _o2p_log_backward, setup_context=_o2p_log_setup, jvp=_o2p_log_jvp
 )
-_no_double_backward("o2p_log_backward")
-_no_double_backward("o2p_log_jvp")
+# Linear in dX, with o2p_log_backward as its adjoint.
+_register_linear_autograd(
+    "o2p_log_jvp", {0: lambda a, K: _lib.o2p_log_backward(K, *a[1:])},
+    f"{_TRIPLE_BACKWARD} (derivatives with respect to 'X', 'S', 'U' and 'Y') is not supported",
+)
+
+
+def _o2p_log_backward_setup(ctx, inputs, output):
+    gC, X, S, U, Y, eps = inputs
+    ctx.eps = eps
+    ctx.save_for_backward(gC, X, S, U, Y)
+
+
+def _o2p_log_backward_derivative(ctx, H):
+    """The double backward of o2p_log. With A = XᵀX + eps·I, K = Dlog(A)[sym gC]
+    and gX = 2 X K (the backward), for the cotangent H of gX:
+      in gC: o2p_log_jvp(H) (<H, gX> = <gC, dC(H)>);
+      in X:  2 H K + 4 X D²log(A)[sym gC, sym(Xᵀ H)],
+    both exact at repeated and vanishing eigenvalues (divided differences of
+    log at eps + s). The d×d eigenbasis of A is the saved one on the cols path;
+    the rows path (m < d) saves only the m×m Gram basis, so X padded to d rows
+    is decomposed as the cols path would (O(d³): second derivatives only)."""
+    name = "matbp.o2p_log"
+    gC, X, S, U, Y = ctx.saved_tensors
+    eps = ctx.eps
+    if any(ctx.needs_input_grad[2:5]):
+        raise NotImplementedError(
+            "matbp.o2p_log_backward: derivatives with respect to 'S', 'U' and 'Y' are not supported; "
+            "they follow X (differentiate matbp.o2p_log twice instead)"
+        )
+    # Differentiable again in H only; gC and X enter as constants, guarded.
+    gC0, X0, S, U, Y = _detached(gC, X, S, U, Y)
+    grad_gC = grad_X = None
+    if ctx.needs_input_grad[0]:
+        grad_gC = _guard_third_derivatives(name, _lib.o2p_log_jvp(H, X0, S, U, Y, eps), gC, X)
+    if ctx.needs_input_grad[1]:
+        m, d = X.shape[-2], X.shape[-1]
+        if m < d:  # the rows path: the d×d eigenbasis, as the cols path finds it
+            padded = torch.nn.functional.pad(X0, (0, 0, 0, d - m))
+            _, S, U, _ = _lib.o2p_log_with_eig(padded, eps)
+        lam = S.to(torch.float64) + eps
+        gC64, H64, X64 = gC0.to(torch.float64), H.to(torch.float64), X0.to(torch.float64)
+        K = _lib.sym_fn_backward(gC64, lam, U, "log", 1.0)
+        second = _lib.sym_fn_second_derivative(gC64, X64.mT @ H64, lam, U, "log", 1.0)
+        grad_X = _guard_third_derivatives(name, (2 * H64 @ K + 4 * X64 @ second).to(X.dtype), gC, X)
+    return grad_gC, grad_X, None, None, None, None
+
+
+_register_autograd("o2p_log_backward", "matbp.o2p_log_backward", _o2p_log_backward_derivative,
+                   setup_context=_o2p_log_backward_setup)
 
 
 def o2p_log(X: Tensor, eps: float = 1e-3) -> Tensor:
@@ -686,21 +952,34 @@ def _projector_backward_fake(gP, L, V, rtol):
     return gP.new_empty(gP.shape)
 
 
+@torch.library.register_fake("matbp::projector_second_derivative")
+def _projector_second_derivative_fake(G, H, L, V, rtol):
+    op = "matbp.projector_second_derivative"
+    _check_eigenbasis_backward(G, "G", L, V, op)
+    _check_fits(H, op, "H", V.shape, V, "V")
+    return G.new_empty(G.shape)
+
+
 def _projector_setup(ctx, inputs, output):
-    _, rtol = inputs
+    A, rtol = inputs
     _, L, V = output
     ctx.rtol = rtol
     ctx.mark_non_differentiable(L, V)
     ctx.set_materialize_grads(False)
-    ctx.save_for_backward(L, V)
+    ctx.save_for_backward(A, L, V)
 
 
 def _projector_backward(ctx, gP, gL, gV):
-    _forbid_create_graph("matbp.projector")
     if gP is None:
         return None, None
-    L, V = ctx.saved_tensors
-    return _lib.projector_backward(gP, L, V, ctx.rtol), None
+    A, L, V = ctx.saved_tensors
+    rtol = ctx.rtol
+    return _eigenbasis_backward(
+        gP, A, L, V,
+        lambda g, L, V: _lib.projector_backward(g, L, V, rtol),
+        lambda g, h, L, V: _lib.projector_second_derivative(g, h, L, V, rtol),
+        "matbp.projector",
+    ), None
 
 
 def _projector_jvp(primals, tangents, outputs):
@@ -713,7 +992,7 @@ _register_autograd(
     "projector_with_eig", "matbp.projector", _projector_backward, setup_context=_projector_setup,
     jvp=_projector_jvp,
 )
-_no_double_backward("projector_backward")
+_register_eigenbasis_derivatives("projector", _lib.projector_backward, _lib.projector_second_derivative)
 
 
 def projector(A: Tensor, rtol: Optional[float] = None) -> Tensor:
@@ -790,18 +1069,99 @@ def _ncut_setup(ctx, inputs, output):
     ctx.set_materialize_grads(False)
     ctx.has_lambda = Lambda is not None
     ctx.y_dtype = Y.dtype
-    ctx.save_for_backward(weights, Lambda, Q, P0, mu_pinv, seg_index, seg_image, stats)
+    ctx.rtol = rtol
+    ctx.save_for_backward(Y, rank, weights, Lambda, Q, P0, mu_pinv, seg_index, seg_image, stats)
 
 
 _NCUT_NAME = "matbp.ncut_projector_distance (used by matbp.ncut_j1 and matbp.ncut_j2)"
 
 
+def _ncut_composition(Y, weights, Lambda, rank, seg_index, seg_image, rtol):
+    """J of ncut_projector_distance as torch ops and matbp.projector (float64):
+    with Y = Q_y R (thin QR), N = R Λ Rᵀ and s_k = Q_yᵀ v_k (v_k = w o e_k),
+    J = (rank + #segments) / 2 − Σ_k s_kᵀ Π_N s_k / n_k, n_k = |v_k|². The
+    segments, the rank and the tolerance are the forward's, held constant;
+    twice differentiable (Π_N exactly, by projector's second derivative)
+    where Y has full column rank."""
+    m, d = Y.shape[-2], Y.shape[-1]
+    Yb = Y.reshape(-1, m, d)
+    batch = Yb.shape[0]
+    Qy, R = torch.linalg.qr(Yb)
+    if Lambda is None:
+        N = R @ R.mT
+    else:
+        N = R @ (Lambda.expand(batch, d, d) if Lambda.dim() == 2 else Lambda.reshape(batch, d, d)) @ R.mT
+    P = projector((N + N.mT) / 2, max(m, d) * torch.finfo(torch.float64).eps if rtol is None else rtol)
+    w = weights.reshape(-1)
+    count, seg_index = seg_image.shape[0], seg_index.reshape(-1)
+    s = Yb.new_zeros((count, d)).index_add(0, seg_index, Qy.reshape(-1, d) * w.unsqueeze(-1))
+    n = Yb.new_zeros(count).index_add(0, seg_index, w * w)
+    valid = n > 0
+    Ts = (s * (P[seg_image] @ s.unsqueeze(-1)).squeeze(-1)).sum(-1)
+    Ts = torch.where(valid, Ts / torch.where(valid, n, 1.0), 0.0)
+    T = Yb.new_zeros(batch).index_add(0, seg_image, Ts)
+    segments = Yb.new_zeros(batch).index_add(0, seg_image, valid.to(Yb.dtype))
+    return (0.5 * (rank.reshape(-1).to(Yb.dtype) + segments) - T).reshape(Y.shape[:-2])
+
+
+class _NcutBackward(torch.autograd.Function):
+    """ncut's backward as a function of gJ, Y, w and Λ (create_graph=True):
+    its derivative is that of the gradient of _ncut_composition, taken with
+    torch.autograd in the cotangent's direction only (third derivatives raise)."""
+
+    @staticmethod
+    def forward(ctx, gJ, Y, weights, Lambda, rank, seg_index, seg_image, rtol, basis, y_dtype):
+        m, d = Y.shape[-2], Y.shape[-1]
+        if m < d:
+            raise NotImplementedError(
+                f"{_NCUT_NAME}: {_DOUBLE_BACKWARD} needs at least as many pixels as features "
+                f"(Y of shape (*, m, d), m >= d), got {list(Y.shape)}"
+            )
+        diag = torch.linalg.qr(Y.detach().to(torch.float64).reshape(-1, m, d))[1].diagonal(dim1=-2, dim2=-1).abs()
+        if d and bool((diag.amin(-1) <= max(m, d) * torch.finfo(torch.float64).eps * diag.amax(-1)).any()):
+            raise NotImplementedError(
+                f"{_NCUT_NAME}: {_DOUBLE_BACKWARD} needs Y of full column rank (the derivative of its QR)"
+            )
+        ctx.save_for_backward(gJ, Y, weights, Lambda, rank, seg_index, seg_image)
+        ctx.rtol = rtol
+        gY, gw, gLambda = _lib.ncut_projector_distance_backward(gJ, weights, Lambda, *basis)
+        return gY.to(y_dtype), gw, gLambda
+
+    @staticmethod
+    def backward(ctx, HY, Hw, HLambda):
+        gJ, Y, weights, Lambda, rank, seg_index, seg_image = ctx.saved_tensors
+        live = [gJ, Y, weights, Lambda]
+        create_graph = torch.is_grad_enabled()
+        with torch.enable_grad():
+            leaves = [None if t is None else t.detach().to(torch.float64).requires_grad_() for t in live]
+            gJ0, Y0, w0, L0 = leaves
+            J = _ncut_composition(Y0, w0, L0, rank, seg_index, seg_image, ctx.rtol)
+            wrt = [x for x in (Y0, w0, L0) if x is not None]
+            first = torch.autograd.grad((gJ0 * J).sum(), wrt, create_graph=True)
+            cotangents = [HY, Hw, HLambda][: len(wrt)]
+            pairs = [(f, h) for f, h in zip(first, cotangents) if h is not None]
+            used = [x for x in leaves if x is not None]
+            grads = [None] * len(used)
+            if pairs:
+                grads = torch.autograd.grad([f for f, _ in pairs], used, [h.to(f.dtype) for f, h in pairs],
+                                            allow_unused=True, create_graph=create_graph)
+        grads = iter(grads)
+        out = []
+        for t, x in zip(live, leaves):
+            g = None if x is None else next(grads)
+            out.append(None if g is None else _guard_third_derivatives(_NCUT_NAME, g.to(t.dtype), *live))
+        return (*out, None, None, None, None, None, None)
+
+
 def _ncut_backward(ctx, gJ, *unused):
-    _forbid_create_graph(_NCUT_NAME)
     if gJ is None:
         return None, None, None, None, None
-    weights, Lambda, *basis = ctx.saved_tensors
-    gY, gw, gLambda = _lib.ncut_projector_distance_backward(gJ, weights, Lambda, *basis)
+    Y, rank, weights, Lambda, *basis = ctx.saved_tensors
+    if torch.is_grad_enabled():  # create_graph=True
+        gY, gw, gLambda = _NcutBackward.apply(gJ, Y, weights, Lambda, rank, basis[3], basis[4], ctx.rtol,
+                                               tuple(basis), ctx.y_dtype)
+    else:
+        gY, gw, gLambda = _lib.ncut_projector_distance_backward(gJ, weights, Lambda, *basis)
     return gY.to(ctx.y_dtype), gw, None, (gLambda if ctx.has_lambda else None), None
 
 

@@ -6,10 +6,13 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <limits>
 #include <set>
 #include <tuple>
 #include <utility>
+#include <vector>
 
 #include "matbp.h"
 #include "ops/generic/o2p_log.h"
@@ -132,6 +135,63 @@ TEST(GenericOpsFailures, SymFnDomainViolationIsFlagged) {
   EXPECT_TRUE(at::isfinite(F[0]).all().item<bool>());
   EXPECT_TRUE(F[1].isnan().all().item<bool>());
   EXPECT_LT(max_abs_diff(F[0], at::diag(at::tensor({1.0, 2.0, 3.0}, at::kDouble).log())), 1e-14);
+}
+
+// The plain definition of D^2 f(A)[G, H]: each weight f[l_i, l_j, l_c] from
+// the three eigenvalues sorted, through math::second_divided_difference.
+struct PlainSecondWeight {
+  const double* lam;
+  const double* f1;
+  int64_t n;
+  matbp::math::SpectralFn fn;
+  double p;
+  double operator()(int64_t b, int64_t i, int64_t j, int64_t c) const {
+    const double* l = lam + b * n;
+    const double* f = f1 + b * n * n;
+    int64_t idx[3] = {i, j, c};
+    std::sort(idx, idx + 3, [&](int64_t x, int64_t y) { return l[x] < l[y]; });
+    return matbp::math::second_divided_difference(fn, l[idx[0]], l[idx[1]], l[idx[2]], p,
+                                                   f[idx[0] * n + idx[1]], f[idx[1] * n + idx[2]]);
+  }
+};
+
+// sym_fn_second_derivative's kernel (GEMMs for eigenvalue pairs apart, three
+// c ranges otherwise) against the plain definition, on spectra with ties,
+// clusters, zeros and wide ranges, in an unsorted L (the op sorts it).
+TEST(GenericOpsSecondOrder, SymFnSecondDerivativeMatchesThePlainDefinition) {
+  namespace gen = matbp::ops::generic;
+  using Fn = matbp::math::SpectralFn;
+  at::manual_seed(5);
+  const auto f64 = at::TensorOptions().dtype(at::kDouble);
+  const int64_t n = 12;
+  const std::vector<double> spectra[] = {
+      {1, 1, 1, 1.0000001, 1.03, 1.05, 1.2, 2, 2, 5, 30, 1e3},
+      {1e-3, 1e-3, 1e-3, 1e-3, 0.05, 0.06, 0.5, 0.9, 1, 1.5, 4, 4},
+      {0, 0, 0, 1e-8, 0.01, 0.02, 0.5, 0.5, 1, 2, 3, 7},
+  };
+  struct Case { Fn fn; double p; int spectrum; double shift; };
+  const Case cases[] = {{Fn::Log, 1, 0, 0}, {Fn::Log, 1, 1, 0}, {Fn::Sqrt, 1, 0, 0},
+                        {Fn::Sqrt, 1, 1, 0}, {Fn::Pow, 2.5, 2, 0}, {Fn::Pow, -1.5, 0, 0},
+                        {Fn::Pow, 0.3, 1, 0}, {Fn::Exp, 1, 0, -500}, {Fn::Exp, 1, 1, -2},
+                        {Fn::Exp, 1, 2, 0}};
+  for (const auto& c : cases) {
+    auto L = at::tensor(spectra[c.spectrum], f64).add(c.shift);
+    L = L.index_select(0, at::randperm(n, at::kLong)).unsqueeze(0).repeat({2, 1});
+    const auto V = std::get<0>(at::linalg_qr(at::randn({2, n, n}, f64)));
+    const auto G = at::randn({2, n, n}, f64), H = at::randn({2, n, n}, f64);
+    const char* name = c.fn == Fn::Log ? "log" : c.fn == Fn::Sqrt ? "sqrt" : c.fn == Fn::Pow ? "pow" : "exp";
+    const auto got = gen::sym_fn_second_derivative<ReferenceBackend>(G, H, L, V, name, c.p);
+    const auto Lc = L.contiguous();
+    auto f1 = at::empty({2, n, n}, f64);
+    ReferenceBackend::for_each_pair(
+        2, n, gen::FillSymmetricWeight<gen::SpectralWeight>{
+                  f1.data_ptr<double>(), n, gen::SpectralWeight{Lc.data_ptr<double>(), n, c.fn, c.p}});
+    const auto want = gen::eigenbasis_second_derivative<ReferenceBackend>(
+        G, H, V, PlainSecondWeight{Lc.data_ptr<double>(), f1.data_ptr<double>(), n, c.fn, c.p});
+    const double scale = want.abs().max().item<double>();
+    EXPECT_TRUE(std::isfinite(scale)) << name << " " << c.p;
+    EXPECT_LE(max_abs_diff(got, want), 1e-12 * scale) << name << " p=" << c.p << " spectrum " << c.spectrum;
+  }
 }
 
 // for_each_pair's contract, which the CUDA kernel's index arithmetic mirrors:

@@ -372,6 +372,90 @@ TEST(DividedDifferencePow, MatchesHighPrecisionReference) { check_against_refere
 TEST(DividedDifferenceExp, MatchesHighPrecisionReference) { check_against_reference(Fn::Exp); }
 
 // The typed entry points agree with the dispatching one, on every row.
+// Second divided differences f[a, b, c] (the double backward's weights), from
+// the same mpmath snippet with
+//   def dd2(fn, a, b, c, p=0.0):  # sorted a <= b <= c; f''(a)/2 at a triple tie
+//       return d2f(a) / 2 if a == c else (dd(fn, b, c, p) - dd(fn, a, b, p)) / (c - a)
+// (exact zeros of sqrt and pow by their closed forms, infinite where f'' is).
+struct SecondCase {
+  Fn fn;
+  double a, b, c, p, ref;
+  const char* regime;
+};
+
+const SecondCase kSecondCases[] = {
+    {Fn::Log, 1.7, 1.7, 1.7, 0.0, -1.730103806228373792812784e-1, "triple tie"},
+    {Fn::Log, 1.0, 1.0, 2.0, 0.0, -3.068528194400546905827679e-1, "double tie"},
+    {Fn::Log, 1.0, 2.0, 2.0, 0.0, -1.931471805599453094172321e-1, "double tie"},
+    {Fn::Log, 1.0, 1.000000000001, 1.000000000002, 0.0, -4.999999999989999851142877e-1, "cluster"},
+    {Fn::Log, 1.0, 1.00001, 1.3, 0.0, -4.181721117649351696484804e-1, "close"},
+    {Fn::Log, 1.0, 1.5, 1.9, 0.0, -2.443980789508364291931428e-1, "close"},
+    {Fn::Log, 1.0, 3.0, 10.0, 0.0, -4.192333660337218932159702e-2, "far"},
+    {Fn::Log, 0.001, 1.0, 1000.0, 0.0, -6.907762186744323775684459e-3, "far"},
+    {Fn::Log, 1e-150, 1e-150, 3e-150, 0.0, -2.25346927832972566352968e+299, "magnitude"},
+    {Fn::Log, 1e+100, 1.5e+100, 1.9e+100, 0.0, -2.443980789508364436185772e-201, "magnitude"},
+    {Fn::Log, 1e-300, 1.0, 1e+300, 0.0, -6.907755278982136689113349e-298, "magnitude"},
+    {Fn::Log, 0.001, 0.001, 0.0010000001, 0.0, -4.999999666666691344829257e+5, "o2p eps"},
+    {Fn::Sqrt, 0.0, 0.0, 4.0, 0.0, -kInf, "zero"},
+    {Fn::Sqrt, 0.0, 1.0, 4.0, 0.0, -1.666666666666666666666667e-1, "zero"},
+    {Fn::Sqrt, 2.0, 2.0, 2.0, 0.0, -4.419417382415922027505277e-2, "triple tie"},
+    {Fn::Sqrt, 1.0, 1.000000000001, 9.0, 0.0, -3.124999999998828020819631e-2, "cluster"},
+    {Fn::Exp, 0.0, 0.0, 0.0, 0.0, 5.0e-1, "triple tie"},
+    {Fn::Exp, 0.3, 0.3, 0.31, 0.0, 6.771848041465913702242594e-1, "close"},
+    {Fn::Exp, -0.02, 0.0, 0.01, 0.0, 4.983457918190288418741867e-1, "series"},
+    {Fn::Exp, -0.5, 0.2, 0.4, 0.0, 5.263566503751036306246599e-1, "close"},
+    {Fn::Exp, -3.0, 0.0, 2.0, 0.0, 5.755580811175892855883322e-1, "far"},
+    {Fn::Exp, 700.0, 700.0, 700.5, 0.0, 6.033515198599671722321667e+303, "large"},
+    {Fn::Exp, -700.0, -699.5, -699.0, 0.0, 8.298678494612252431532544e-305, "large"},
+    {Fn::Exp, 1.0, 1.000000000001, 1.000000000003, 0.0, 1.359140914231334866073707, "cluster"},
+    {Fn::Pow, 1.0, 1.0, 1.0, 0.5, -1.25e-1, "triple tie"},
+    {Fn::Pow, 1.0, 1.1, 1.5, 0.5, -9.649684729584342550171081e-2, "close"},
+    {Fn::Pow, 1.0, 1.000000000001, 1.000000000002, 0.5, -1.249999999998124972089289e-1, "cluster"},
+    {Fn::Pow, 1.0, 4.0, 9.0, 0.5, -1.666666666666666666666667e-2, "far"},
+    {Fn::Pow, 1.0, 1.02, 1.04, 2.5, 1.893642007512542386277841, "series"},
+    {Fn::Pow, 2.0, 2.0, 3.0, 2.5, 2.860535206762040202531819, "close"},
+    {Fn::Pow, 0.0, 1.0, 2.0, 2.5, 1.828427124746190097603377, "zero"},
+    {Fn::Pow, 0.0, 0.0, 2.0, 2.5, 1.414213562373095048801689, "zero"},
+    {Fn::Pow, 0.0, 0.0, 0.0, 2.5, 0.0, "zero"},
+    {Fn::Pow, 1.0, 1.0, 1.2, -1.5, 1.518144357818267892943085, "close"},
+    {Fn::Pow, 1.0, 1.001, 1.002, -1.5, 1.868454686047745090214904, "series"},
+    {Fn::Pow, 1e-50, 2e-50, 5e-50, -1.5, 1.396024297272413851445972e+174, "magnitude"},
+    {Fn::Pow, 1.0, 1.3, 1.6, 0.3, -6.863108701517151706032446e-2, "close"},
+    {Fn::Pow, 1.0, 1.2, 1.5, 1.0001, 4.082689059383598090308612e-5, "near 1"},
+    {Fn::Pow, 0.0, 0.0, 0.0, 2.0, 1.0, "zero"},
+    {Fn::Pow, 0.0, 0.0, 0.0, 3.0, 0.0, "zero"},
+    {Fn::Pow, 0.0, 0.0, 5.0, 2.0, 1.0, "zero"},
+    {Fn::Pow, 0.0, 0.0, 5.0, 1.0, 0.0, "zero"},
+    {Fn::Pow, 1.0, 1.01, 1.03, 30.0, 6.39526208651572537109391e+2, "large p"},
+    {Fn::Pow, 1.0, 1.01, 1.04, -20.5, 1.546794266802945230591574e+2, "large p"},
+};
+
+// The recursion branches subtract two first divided differences with at most
+// a factor ~100 of cancellation (measured: below 60 ulps on glibc). For pow
+// the second derivative p (p - 1) x^(p-2) / 2 vanishes as p nears 1 while the
+// first ones do not: its relative accuracy is eps / |p - 1| (26 838 ulps at
+// p = 1.0001, an absolute error of 1e-16 beside first differences of ~1).
+constexpr double kSecondTol = 1e-13;
+
+double second_tolerance(const SecondCase& c) {
+  return c.fn == Fn::Pow && c.p != 1.0 ? kSecondTol * std::max(1.0, 1.0 / std::abs(c.p - 1.0))
+                                       : kSecondTol;
+}
+
+TEST(SecondDividedDifference, MatchesHighPrecisionReference) {
+  for (const auto& c : kSecondCases) {
+    double v[3] = {c.a, c.b, c.c};
+    std::sort(v, v + 3);
+    const double got = mm::second_divided_difference(c.fn, v[0], v[1], v[2], c.p,
+                                                     mm::divided_difference(c.fn, v[0], v[1], c.p),
+                                                     mm::divided_difference(c.fn, v[1], v[2], c.p));
+    EXPECT_LE(relative_error(got, c.ref), second_tolerance(c))
+        << fn_name(c.fn) << "[" << c.a << ", " << c.b << ", " << c.c << "] p=" << c.p << " ("
+        << c.regime << "): got " << got << ", want " << c.ref << ", "
+        << relative_error(got, c.ref) / kEps << " ulps";
+  }
+}
+
 TEST(DividedDifference, DispatchMatchesTypedFunctions) {
   for (const auto& c : kCases) {
     const double got = mm::divided_difference(c.fn, c.a, c.b, c.p);

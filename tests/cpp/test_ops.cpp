@@ -190,3 +190,42 @@ TEST(MatbpForwardMode, O2pLogJvpIsTheAdjointOfTheBackward) {
     EXPECT_NEAR(lhs, rhs, 1e-12 * std::max(1.0, std::abs(rhs)));
   }
 }
+
+// The second-derivative operators (double backward): symmetric in G and H,
+// and the derivative of the backward, <H, D²f[G, E]> = d/dt <H, Df(A + tE)[G]>.
+TEST(MatbpSecondOrder, SymFnSecondDerivativeIsTheDerivativeOfTheBackward) {
+  at::manual_seed(3);
+  const auto f64 = at::TensorOptions().dtype(at::kDouble);
+  const auto sym = [](const at::Tensor& M) { return (M + M.mT()) / 2; };
+  const auto B = at::randn({2, 5, 5}, f64);
+  const auto A = at::matmul(B, B.mT()) + at::eye(5, f64);
+  const auto G = sym(at::randn({2, 5, 5}, f64)), H = sym(at::randn({2, 5, 5}, f64));
+  const auto E = sym(at::randn({2, 5, 5}, f64));
+  for (const char* fn : {"log", "sqrt", "exp"}) {
+    auto [F, L, V] = matbp::sym_fn_with_eig(A, fn);
+    const auto D = matbp::sym_fn_second_derivative(G, H, L, V, fn);
+    EXPECT_TRUE(at::allclose(D, matbp::sym_fn_second_derivative(H, G, L, V, fn), 1e-12, 1e-12)) << fn;
+    const double h = 1e-5;
+    const auto backward_at = [&](double t) {
+      auto [Ft, Lt, Vt] = matbp::sym_fn_with_eig(A + t * E, fn);
+      return matbp::sym_fn_backward(G, Lt, Vt, fn);
+    };
+    const double fd = ((backward_at(h) - backward_at(-h)) * H).sum().item<double>() / (2 * h);
+    const double exact = (matbp::sym_fn_second_derivative(G, E, L, V, fn) * H).sum().item<double>();
+    EXPECT_NEAR(exact, fd, 1e-7 * std::max(1.0, std::abs(fd))) << fn;
+  }
+  // The projector along a rank-preserving direction of A = C C^T.
+  const auto C = at::randn({2, 5, 2}, f64), dC = at::randn({2, 5, 2}, f64);
+  const auto projector_backward_at = [&](double t) {
+    const auto Ct = C + t * dC;
+    auto [P, L, V] = matbp::projector_with_eig(at::matmul(Ct, Ct.mT()), std::nullopt);
+    return matbp::projector_backward(G, L, V, std::nullopt);
+  };
+  auto [P, L, V] = matbp::projector_with_eig(at::matmul(C, C.mT()), std::nullopt);
+  const auto dA = at::matmul(dC, C.mT()) + at::matmul(C, dC.mT());
+  const double h = 1e-6;
+  const double fd = ((projector_backward_at(h) - projector_backward_at(-h)) * H).sum().item<double>() / (2 * h);
+  const double exact =
+      (matbp::projector_second_derivative(G, dA, L, V, std::nullopt) * H).sum().item<double>();
+  EXPECT_NEAR(exact, fd, 1e-6 * std::max(1.0, std::abs(fd)));
+}

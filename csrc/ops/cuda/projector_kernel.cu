@@ -1,4 +1,5 @@
-// CUDA kernels of matbp::projector_with_eig and matbp::projector_backward
+// CUDA kernels of matbp::projector_with_eig, matbp::projector_backward and
+// matbp::projector_second_derivative
 // (device-generic, generic/projector.h; cuSOLVER decomposes).
 
 #include <torch/library.h>
@@ -13,6 +14,9 @@ TORCH_LIBRARY_IMPL(matbp, CUDA, m) {
          on_device_of<&generic::projector_with_eig<CudaBackend>, 0, "matbp.projector", "A">());
   m.impl("projector_backward",
          on_device_of<&generic::projector_backward<CudaBackend>, 2, "matbp.projector_backward", "V">());
+  m.impl("projector_second_derivative",
+         on_device_of<&generic::projector_second_derivative<CudaBackend>, 3,
+                      "matbp.projector_second_derivative", "V">());
 }
 
 }  // namespace matbp::ops::cuda

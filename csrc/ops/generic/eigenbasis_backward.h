@@ -54,7 +54,67 @@ at::Tensor eigenbasis_backward(const at::Tensor& gF64, const at::Tensor& V64, co
   const int64_t n = V64.size(-1);
   Backend::for_each_pair(batch_count(inner), n,
                          WeightedSymmetricPart<Weight>{inner.data_ptr<double>(), n, weight});
-  return at::matmul(at::matmul(V64, inner), Vt);
+  return at::matmul(at::matmul(V64, inner), V64.mT());
+}
+
+// Fills K_ij = K_ji = w(b, i, j) for a symmetric weight (the first divided
+// differences the second-order weights reuse).
+template <typename Weight>
+struct FillSymmetricWeight {
+  double* k;
+  int64_t n;
+  Weight weight;
+  MATBP_HOST_DEVICE void operator()(int64_t b, int64_t i, int64_t j) const {
+    double* kb = k + b * n * n;
+    kb[i * n + j] = kb[j * n + i] = weight(b, i, j);
+  }
+};
+
+// Q_ij = sum_c w(b, i, j, c) (G_ic H_cj + H_ic G_cj) for symmetric G, H (the
+// rotated V^T G V, V^T H V) and a weight w of second divided differences,
+// symmetric in its last three arguments. Row i and row j of G and H are read
+// contiguously (H_cj = H_jc).
+template <typename Weight2>
+struct SecondOrderInner {
+  const double* g;
+  const double* h;
+  double* out;
+  int64_t n;
+  Weight2 weight;
+  MATBP_HOST_DEVICE void operator()(int64_t b, int64_t i, int64_t j) const {
+    const int64_t nn = n * n;
+    const double *gi = g + b * nn + i * n, *gj = g + b * nn + j * n;
+    const double *hi = h + b * nn + i * n, *hj = h + b * nn + j * n;
+    double sum = 0.0;
+    for (int64_t c = 0; c < n; ++c) {
+      // A zero term stays zero where its weight overflows (as in the first order).
+      const double t = gi[c] * hj[c] + hi[c] * gj[c];
+      if (t != 0.0) sum += weight(b, i, j, c) * t;
+    }
+    out[b * nn + i * n + j] = sum;
+    out[b * nn + j * n + i] = sum;
+  }
+};
+
+// V^T sym(M) V, contiguous.
+inline at::Tensor rotated_symmetric_part(const at::Tensor& M, const at::Tensor& V) {
+  return at::matmul(at::matmul(V.mT(), (M + M.mT()).mul_(0.5)), V).contiguous();
+}
+
+// The second-order Daleckii–Krein form D^2 f(A)[G, H] = V Q V^T,
+// Q_ij = sum_c f[l_i, l_j, l_c] (Gr_ic Hr_cj + Hr_ic Gr_cj), Gr = V^T sym(G) V,
+// Hr = V^T sym(H) V: the derivative of <H, V (K o V^T sym(G) V) V^T> in A
+// (the double backward of eigenbasis_backward), symmetric in G and H.
+template <typename Backend, typename Weight2>
+at::Tensor eigenbasis_second_derivative(const at::Tensor& G64, const at::Tensor& H64,
+                                        const at::Tensor& V64, const Weight2& weight) {
+  const at::Tensor g = rotated_symmetric_part(G64, V64), h = rotated_symmetric_part(H64, V64);
+  auto inner = at::empty_like(g);
+  const int64_t n = V64.size(-1);
+  Backend::for_each_pair(batch_count(g), n,
+                         SecondOrderInner<Weight2>{g.data_ptr<double>(), h.data_ptr<double>(),
+                                                   inner.data_ptr<double>(), n, weight});
+  return at::matmul(at::matmul(V64, inner), V64.mT());
 }
 
 // The backward of the ops whose saved tensors are a float64 eigendecomposition

@@ -30,6 +30,16 @@ struct ProjectorWeight {
 };
 
 
+struct ProjectorSecondWeight {
+  const double* lam;
+  const double* tol;  // per matrix
+  int64_t n;
+  MATBP_HOST_DEVICE double operator()(int64_t b, int64_t i, int64_t j, int64_t c) const {
+    const double* l = lam + b * n;
+    return math::projector_second_weight(l[i], l[j], l[c], tol[b]);
+  }
+};
+
 inline void check_rank_rtol(std::optional<double> rtol, const char* op) {
   TORCH_CHECK(!rtol.has_value() || (std::isfinite(*rtol) && *rtol >= 0), op,
               ": argument 'rtol' must be a finite number >= 0, got ", *rtol);
@@ -79,6 +89,29 @@ at::Tensor projector_backward(const at::Tensor& gP, const at::Tensor& L, const a
              gP.to(at::kDouble), V.to(at::kDouble),
              ProjectorWeight{L64.data_ptr<double>(), tol.data_ptr<double>(), V.size(-1)})
       .to(gP.scalar_type());
+}
+
+// The projector's second derivative D^2 Pi(A)[G, H] at locally constant rank,
+// the derivative in A of <H, projector_backward(G)> (its double backward).
+template <typename Backend>
+at::Tensor projector_second_derivative(const at::Tensor& G, const at::Tensor& H,
+                                       const at::Tensor& L, const at::Tensor& V,
+                                       std::optional<double> rtol) {
+  constexpr const char* op = "matbp.projector_second_derivative";
+  check_rank_rtol(rtol, op);
+  check_eigenbasis_backward_arguments(G, "G", L, V, op);
+  check_fits(H, op, "H", V.sizes(), V, "V");
+  if (V.numel() == 0) return at::zeros(V.sizes(), G.options());
+  const auto L64 = L.to(at::kDouble).contiguous();
+  const auto tol = rank_tolerances(L64, rtol, op);
+  const auto G64 = G.to(at::kDouble), H64 = H.to(at::kDouble);
+  const auto result = eigenbasis_second_derivative<Backend>(
+                          G64, H64, V.to(at::kDouble),
+                          ProjectorSecondWeight{L64.data_ptr<double>(), tol.data_ptr<double>(),
+                                                V.size(-1)})
+                          .contiguous();
+  report_overflow<Backend>(result, {G64, H64}, batch_count(V), op);
+  return result.to(G.scalar_type());
 }
 
 }  // namespace matbp::ops::generic

@@ -71,6 +71,103 @@ struct SpectralWeight {
 };
 
 
+// Q_ij = sum_c f[l_i, l_j, l_c] (G_ic H_cj + H_ic G_cj) for ascending L
+// (generic/eigenbasis_backward.h: SecondOrderInner, specialised).
+// - l_i and l_j apart (positive, by more than kSecondRecursionGap relative;
+//   absolute for exp): f[l_i, l_j, l_c] = (f1_ic - f1_jc) / (l_i - l_j) for
+//   every c, so Q_ij = (P_ij - P_ji) / (l_i - l_j) with
+//   P = (f1 o G) H + (f1 o H) G, two GEMMs for the whole batch (pair).
+// - Otherwise, per term: with i <= j the sorted triple is (c, i, j),
+//   (i, c, j) or (i, j, c) as c is below i, between or above j, so no
+//   per-term sort. Where its outer points are apart
+//   (math::second_divided_difference_by_recursion: a prefix of c below i and
+//   a suffix above j, L ascending) the weight is the recursion on the first
+//   divided differences f1 with the reciprocal gaps
+//   inv_gap[a][b] = 1/(l_b - l_a), in SIMD loops; the exact formula only
+//   where all three are close. Rows i and j are read contiguously.
+struct SpectralSecondOrderInner {
+  const double* g;
+  const double* h;
+  const double* lam;
+  const double* f1;
+  const double* inv_gap;
+  const double* pair;
+  double* out;
+  int64_t n;
+  math::SpectralFn fn;
+  double p;
+
+  // sum of weight(c) * t_c over [begin, end), t_c = G_ic H_jc + H_ic G_jc; a
+  // zero term stays zero where its weight overflows (as in the first order).
+  // SIMD where the weights are the recursion's arithmetic.
+  template <typename Weight>
+  MATBP_HOST_DEVICE static double weighted_sum(int64_t begin, int64_t end, const double* gi,
+                                               const double* gj, const double* hi,
+                                               const double* hj, const Weight& weight) {
+    double sum = 0.0;
+    MATBP_SIMD_SUM(sum)
+    for (int64_t c = begin; c < end; ++c) {
+      const double t = gi[c] * hj[c] + hi[c] * gj[c];
+      sum += t != 0.0 ? weight(c) * t : 0.0;
+    }
+    return sum;
+  }
+
+  MATBP_HOST_DEVICE void operator()(int64_t b, int64_t i, int64_t j) const {
+    const int64_t nn = n * n, row_i = b * nn + i * n, row_j = b * nn + j * n;
+    const double *gi = g + row_i, *gj = g + row_j, *hi = h + row_i, *hj = h + row_j;
+    const double *fi = f1 + row_i, *fj = f1 + row_j, *di = inv_gap + row_i, *dj = inv_gap + row_j;
+    const double* l = lam + b * n;
+    const double li = l[i], lj = l[j], fij = fi[j];
+    const bool apart = fn == math::SpectralFn::Exp
+                           ? lj - li > math::kSecondRecursionGap
+                           : li > 0.0 && lj - li > math::kSecondRecursionGap * li;
+    if (apart) {
+      const double q = (pair[row_i + j] - pair[row_j + i]) * -di[j];
+      out[row_i + j] = q;
+      out[row_j + i] = q;
+      return;
+    }
+    const auto by_recursion = [&](double lo, double hi_) {
+      return math::second_divided_difference_by_recursion(fn, lo, hi_);
+    };
+    // c < i: (c, i, j), far for c < below; c > j: (i, j, c), far for c >= above.
+    int64_t lo_c = 0, hi_c = i;
+    while (lo_c < hi_c) {
+      const int64_t mid = (lo_c + hi_c) / 2;
+      if (by_recursion(l[mid], lj)) lo_c = mid + 1; else hi_c = mid;
+    }
+    const int64_t below = lo_c;
+    lo_c = j + 1;
+    hi_c = n;
+    while (lo_c < hi_c) {
+      const int64_t mid = (lo_c + hi_c) / 2;
+      if (by_recursion(li, l[mid])) hi_c = mid; else lo_c = mid + 1;
+    }
+    const int64_t above = lo_c;
+    const math::SpectralFn f = fn;
+    const double q = p;
+    double sum = weighted_sum(0, below, gi, gj, hi, hj, [=](int64_t c) { return (fi[c] - fij) * dj[c]; });
+    sum += weighted_sum(below, i, gi, gj, hi, hj, [=](int64_t c) {
+      return math::second_divided_difference(f, l[c], li, lj, q, fi[c], fij);
+    });
+    if (by_recursion(li, lj)) {
+      const double d = di[j];
+      sum += weighted_sum(i, j + 1, gi, gj, hi, hj, [=](int64_t c) { return (fj[c] - fi[c]) * d; });
+    } else {
+      sum += weighted_sum(i, j + 1, gi, gj, hi, hj, [=](int64_t c) {
+        return math::second_divided_difference(f, li, l[c], lj, q, fi[c], fj[c]);
+      });
+    }
+    sum += weighted_sum(j + 1, above, gi, gj, hi, hj, [=](int64_t c) {
+      return math::second_divided_difference(f, li, lj, l[c], q, fij, fj[c]);
+    });
+    sum += weighted_sum(above, n, gi, gj, hi, hj, [=](int64_t c) { return (fj[c] - fij) * di[c]; });
+    out[row_i + j] = sum;
+    out[row_j + i] = sum;
+  }
+};
+
 // f of every eigenvalue, after clamping round-off excursions out of the
 // domain: within n eps max|lambda| of it, eps the unit roundoff of the input's
 // dtype (a PSD matrix rounded to float32 has eigenvalues of -n eps32 ||A||);
@@ -160,6 +257,46 @@ at::Tensor sym_fn_backward(const at::Tensor& gF, const at::Tensor& L, const at::
                       .contiguous();
   report_overflow<Backend>(gA, {G64}, batch_count(V), op);
   return gA.to(gF.scalar_type());
+}
+
+// D^2 f(A)[G, H], the second Fréchet derivative (symmetric in G and H) from
+// A's float64 eigendecomposition L, V: the derivative in A of
+// <H, sym_fn_backward(G)>, which is the double backward of sym_fn, exact at
+// repeated eigenvalues (second divided differences, f''/2 at a triple tie).
+template <typename Backend>
+at::Tensor sym_fn_second_derivative(const at::Tensor& G, const at::Tensor& H, const at::Tensor& L,
+                                    const at::Tensor& V, c10::string_view fn_name, double p) {
+  constexpr const char* op = "matbp.sym_fn_second_derivative";
+  const auto fn = parse_spectral_fn(fn_name, op);
+  check_spectral_exponent(fn, p, op);
+  check_eigenbasis_backward_arguments(G, "G", L, V, op);
+  check_fits(H, op, "H", V.sizes(), V, "V");
+  if (V.numel() == 0) return at::zeros(V.sizes(), G.options());
+  const int64_t n = V.size(-1), batch = batch_count(V);
+  // The kernel needs L ascending: sort it, and V's columns with it (V Q V^T
+  // is invariant under a common permutation).
+  at::Tensor L64, order;
+  std::tie(L64, order) = L.to(at::kDouble).sort(-1);
+  L64 = L64.contiguous();
+  const auto V64 = V.to(at::kDouble).gather(-1, order.unsqueeze(-2).expand(V.sizes()));
+  auto f1 = at::empty(V64.sizes(), V64.options().memory_format(at::MemoryFormat::Contiguous));
+  const SpectralWeight first{L64.data_ptr<double>(), n, fn, p};
+  Backend::for_each_pair(batch, n,
+                         FillSymmetricWeight<SpectralWeight>{f1.data_ptr<double>(), n, first});
+  const auto inv_gap = (L64.unsqueeze(-2) - L64.unsqueeze(-1)).reciprocal().contiguous();
+  const auto G64 = G.to(at::kDouble), H64 = H.to(at::kDouble);
+  const auto Vt = V64.mT();
+  const at::Tensor g = rotated_symmetric_part(G64, V64), h = rotated_symmetric_part(H64, V64);
+  const auto pair = at::matmul(f1 * g, h).add_(at::matmul(f1 * h, g)).contiguous();
+  auto inner = at::empty_like(g);
+  Backend::for_each_pair(batch, n,
+                         SpectralSecondOrderInner{g.data_ptr<double>(), h.data_ptr<double>(),
+                                                  L64.data_ptr<double>(), f1.data_ptr<double>(),
+                                                  inv_gap.data_ptr<double>(), pair.data_ptr<double>(),
+                                                  inner.data_ptr<double>(), n, fn, p});
+  const auto result = at::matmul(at::matmul(V64, inner), Vt).contiguous();
+  report_overflow<Backend>(result, {G64, H64}, batch, op);
+  return result.to(G.scalar_type());
 }
 
 }  // namespace matbp::ops::generic
