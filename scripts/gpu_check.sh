@@ -7,7 +7,7 @@
 #   2. print nvidia-smi and the torch / CUDA versions;
 #   3. run the CUDA tests (tests/test_cuda.py, -m cuda) and the fast suites
 #      that run on the CPU and CUDA builds alike (tests/test_sym_eig.py,
-#      tests/test_o2p_log.py);
+#      tests/test_o2p_log.py, tests/test_double_backward.py);
 #   4. run the GPU benchmark (bench/bench_gpu.py).
 #
 # A failing test step does not stop the benchmark; the exit status is
@@ -151,7 +151,7 @@ write_summary() {
     echo "|---|---|---|"
     echo "| build (MATBP_CUDA=1, MAX_JOBS=$MAX_JOBS) | $R_BUILD | $D_BUILD |"
     echo "| CUDA tests (tests/test_cuda.py -m cuda) | $R_CUDA | $D_CUDA |"
-    echo "| fast suites (tests/test_sym_eig.py tests/test_o2p_log.py) | $R_FAST | $D_FAST |"
+    echo "| fast suites (tests/test_sym_eig.py tests/test_o2p_log.py tests/test_double_backward.py) | $R_FAST | $D_FAST |"
     echo "| benchmark (bench/bench_gpu.py ${BENCH_ARGS:-}) | $R_BENCH | $D_BENCH |"
     echo
     local failing
@@ -286,11 +286,12 @@ else
   [ "$rc" = 0 ] || FAILED=1
   write_summary
 
-  log "fast suites: pytest tests/test_sym_eig.py tests/test_o2p_log.py"
+  log "fast suites: pytest tests/test_sym_eig.py tests/test_o2p_log.py tests/test_double_backward.py"
   t0=$SECONDS
   rc=0
   run_logged "$TESTS_LOG" "$TEST_TIMEOUT" 1 "$PYTHON" -m pytest "${PYTEST_COMMON[@]}" \
-    --junitxml="$FAST_XML" tests/test_sym_eig.py tests/test_o2p_log.py ${EXTRA_PYTEST[@]+"${EXTRA_PYTEST[@]}"} || rc=$?
+    --junitxml="$FAST_XML" tests/test_sym_eig.py tests/test_o2p_log.py tests/test_double_backward.py \
+    ${EXTRA_PYTEST[@]+"${EXTRA_PYTEST[@]}"} || rc=$?
   counts=$(junit_counts "$FAST_XML" 2>/dev/null)
   D_FAST="$(echo "$counts" | head -n 1), $((SECONDS - t0)) s, tests_fast.xml"
   R_FAST=$(status_text "$rc")

@@ -415,6 +415,25 @@ def test_batched_hvp_on_device(device):
         _assert_close_rel(hv_cols[b].cpu(), o2p_log_hvp_reference(Xc[b], WXc[b], EXc[b], 1e-3), TOL, f"cols [{b}]")
 
 
+def test_projector_and_ncut_hvp_on_device_match_the_cpu(device):
+    # The projector's second-derivative kernel and the normalized-cuts double
+    # backward (a QR and the projector) on each device, against the CPU.
+    B = randn(2, 5, 3, seed=122)
+    W, dB = randn(2, 5, 5, seed=123), randn(2, 5, 3, seed=124)
+    X = torch.rand(2, 12, 3, generator=torch.Generator().manual_seed(125), dtype=F64) + 0.1
+    labels = torch.arange(12).repeat(2, 1) % 3
+    dX = randn(2, 12, 3, seed=126)
+    cases = [
+        (lambda B: (W.to(B.device) * matbp.projector(B @ B.mT, rtol=1e-8)).sum(), B, dB),
+        (lambda X: matbp.ncut_j2(X, labels.to(X.device)).sum(), X, dX),
+        (lambda X: matbp.ncut_j1(X, labels.to(X.device)).sum(), X, dX),
+    ]
+    for f, x, v in cases:
+        got = double_grad_hvp(f, x.to(device), v.to(device))
+        assert got.device.type == device
+        _assert_close_rel(got.cpu(), double_grad_hvp(f, x, v), 1e-10, f"{device} vs cpu")
+
+
 def test_create_graph_gradient_equals_the_plain_gradient():
     # create_graph=True changes nothing in the first derivative's value.
     A, W, _ = _sym_fn_problem("repeated")
