@@ -1,18 +1,28 @@
-"""Benchmark: batched ``matbp.sym_eig`` against ``torch.linalg.eigh``.
+"""Benchmark: batched ``matbp.sym_eig`` against ``torch.linalg.eigh``, per thread count.
 
 Both competitors run in the same process on the same random symmetric batch
 (fixed seed), interleaved per repetition so machine noise hits both alike.
-The table reports median times (ms), the ratio matbp/torch (with the
-interquartile range of the per-repetition paired ratios), a PASS/FAIL mark
-against the performance target (ratio <= 0.8 in float64 at n = 8, 32, 64,
-256), and a correctness check from the same run: eigenvalues of both agree,
-and matbp's ``V diag(L) V^T`` reconstructs ``A`` with orthonormal ``V``.
+Rows: ``sym_eig`` forward, ``sym_eig`` forward+backward (a sign-invariant loss
+<wL, L> + <WV, V∘V>), and ``sym_fn log`` forward+backward against the eigh
+composition (bench_sym_fn's input and reference, B = 100 at n = 256), each
+at every thread count of ``--thread-counts`` (torch.set_num_threads; matbp
+splits the batch over the same threads). The table reports median times
+(ms), the ratio matbp/torch (with the interquartile range of the
+per-repetition paired ratios), PASS/FAIL against the performance targets
+below, and a correctness check from the same run: eigenvalues of both agree
+and matbp's ``V diag(L) V^T`` reconstructs ``A`` with orthonormal ``V`` (fwd),
+or matbp's gradient matches the float64 torch composition's (fwd+bwd).
+
+Targets (float64, B = 256):
+* all threads (the machine's count): sym_eig fwd <= 0.8 at n = 8, 32, 64, 256;
+* one thread: sym_eig fwd <= 0.5 at n = 8, 16, 32 and <= 0.8 at n = 64;
+  sym_fn log fwd+bwd <= 0.6 at n <= 32 and <= 0.85 at n = 64 and 256 (B = 100).
 
 Usage::
 
     python bench/bench_sym_eig.py                 # full run, writes bench/results/sym_eig_cpu.{json,md}
     python bench/bench_sym_eig.py --quick         # demo-sized run (sym_eig_cpu_quick.*)
-    python bench/bench_sym_eig.py --sizes 8 64 --dtypes float64 --repeats 9 --no-write
+    python bench/bench_sym_eig.py --sizes 8 64 --dtypes float64 --thread-counts 1 --no-write
 
 From another script (``bench/`` is not a package)::
 
@@ -34,30 +44,43 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
+import bench_sym_fn  # noqa: E402
 
 import matbp  # noqa: E402
 
 NAME = "sym_eig"
-TITLE = "matbp.sym_eig vs torch.linalg.eigh (batched, forward only)"
+TITLE = "matbp.sym_eig and sym_fn log vs torch.linalg.eigh (batched, per thread count)"
 
-DEFAULT_SIZES = (8, 32, 33, 64, 128, 256)
+DEFAULT_SIZES = (8, 16, 32, 33, 64, 128, 256)
 DEFAULT_BATCH = 256
+SYM_FN_LARGE_N, SYM_FN_LARGE_BATCH = 256, 100  # sym_fn rows at n >= 256 run at B = 100
 DEFAULT_DTYPES = ("float32", "float64")
+CASES = ("sym_eig fwd", "sym_eig fwd+bwd", "sym_fn log fwd+bwd")
 QUICK_SIZES = (8, 32, 64)
 QUICK_BATCH = 64
 QUICK_BUDGET_S = 0.5  # --quick: adaptive repeats within ~0.5 s per case
 
-# Performance target: matbp/torch <= 0.8 in float64 at these sizes, B = 256.
+# Performance targets, float64, B = 256 (B = 100 for sym_fn at n = 256):
+# (case, threads) -> {n: ratio}; threads None = the machine's thread count.
 # Rows at other batch sizes (e.g. --quick) get no PASS/FAIL mark.
-TARGET_RATIO = 0.8
 TARGET_BATCH = 256
 TARGET_DTYPE = torch.float64
-TARGET_SIZES = frozenset({8, 32, 64, 256})
+TARGETS = {
+    ("sym_eig fwd", None): {8: 0.8, 32: 0.8, 64: 0.8, 256: 0.8},
+    ("sym_eig fwd", 1): {8: 0.5, 16: 0.5, 32: 0.5, 64: 0.8},
+    ("sym_fn log fwd+bwd", 1): {8: 0.6, 16: 0.6, 32: 0.6, 33: 0.6, 64: 0.85, 256: 0.85},
+}
 
-# Adaptive repetition count: fill about BUDGET_S seconds per (dtype, n).
-BUDGET_S = 10.0
+# Adaptive repetition count: fill about BUDGET_S seconds per case.
+BUDGET_S = 4.0
 MIN_REPEATS = 3
 MAX_REPEATS = 50
+
+# sym_eig fwd+bwd rows: matbp's gradient against the float64 torch composition
+# at the same input, to GRAD_TOL_FACTOR * n * eps(dtype) * kappa, kappa =
+# max|λ| / min gap (max over the batch): the eigenvector term divides by the
+# gaps, and the backward uses the outputs rounded to the input's dtype.
+GRAD_TOL_FACTOR = 10.0
 
 # Correctness tolerance: TOL_FACTOR * n * eps(dtype), relative to ||A||.
 TOL_FACTOR = 10.0
@@ -65,11 +88,14 @@ TOL_FACTOR = 10.0
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 COLUMNS = [
+    *common.standard_columns("case"),
+    common.Column("threads", "threads"),
     *common.standard_columns("dtype", "n", "batch", "repeats"),
     *common.timing_columns(("matbp", "torch"), ".3f"),
     common.Column("target", "target", lambda v: f"<= {v}"),
     *common.standard_columns("status"),
-    *common.columns(".1e", eig_err="eig err", recon_err="recon err", orth_err="orth err"),
+    *common.columns(".1e", eig_err="eig err", recon_err="recon err", orth_err="orth err",
+                    grad_err="grad err"),
     *common.standard_columns("correct"),
 ]
 
@@ -104,81 +130,136 @@ def check(a: torch.Tensor, lm: torch.Tensor, vm: torch.Tensor, lt: torch.Tensor)
     }
 
 
-def bench_one(n: int, batch: int, dtype: torch.dtype, *, repeats: int | None = None,
-              seed: int = 0, device: str = "cpu", budget_s: float = BUDGET_S) -> dict:
-    a = make_input(n, batch, dtype, seed, device)
-    fns = {
-        "matbp": lambda: matbp.sym_eig(a),
-        "torch": lambda: torch.linalg.eigh(a),
-    }
-    with torch.no_grad():
-        # Warm-up and correctness in one go (these calls are not timed).
-        lm, vm = fns["matbp"]()
-        lt, _ = fns["torch"]()
-        result = check(a, lm, vm, lt)
-        del lm, vm, lt
-        if repeats is None:
-            # One timed probe of each (also a second warm-up) sizes the run.
-            probe = common.time_interleaved(fns, repeats=1, warmup=0, device=device)
-            per_rep = sum(p["median"] for p in probe.values())
-            repeats = common.adaptive_repeats(per_rep, budget_s=budget_s,
-                                              min_repeats=MIN_REPEATS, max_repeats=MAX_REPEATS)
-        timing = common.time_interleaved(fns, repeats=repeats, warmup=0, device=device)
+def _target(case: str, n: int, batch: int, dtype: torch.dtype, threads: int) -> float | None:
+    if dtype != TARGET_DTYPE:
+        return None
+    expected_batch = SYM_FN_LARGE_BATCH if case.startswith("sym_fn") and n >= SYM_FN_LARGE_N else TARGET_BATCH
+    if batch != expected_batch:
+        return None
+    for key in ((case, threads), (case, None) if threads == _machine_threads() else None):
+        if key in TARGETS and n in TARGETS[key]:
+            return TARGETS[key][n]
+    return None
 
-    ms = {k: [s * 1e3 for s in v["samples"]] for k, v in timing.items()}
-    ratio, ratio_iqr = common.paired_ratio(ms["matbp"], ms["torch"])
-    targeted = dtype == TARGET_DTYPE and n in TARGET_SIZES and batch == TARGET_BATCH
-    row = {
-        "dtype": common.dtype_name(dtype),
-        "n": n,
-        "batch": batch,
-        "repeats": repeats,
-        "matbp_ms": common.median(ms["matbp"]),
-        "torch_ms": common.median(ms["torch"]),
-        "ratio": ratio,
-        "ratio_iqr": ratio_iqr,
-        "target": TARGET_RATIO if targeted else None,
-        "status": ("PASS" if ratio <= TARGET_RATIO else "FAIL") if targeted else None,
-        **result,
-        "matbp_samples_ms": ms["matbp"],
-        "torch_samples_ms": ms["torch"],
-    }
+
+def _machine_threads() -> int:
+    return _MACHINE_THREADS
+
+
+_MACHINE_THREADS = torch.get_num_threads()
+
+
+def _eig_loss(out, wL: torch.Tensor, WV: torch.Tensor) -> torch.Tensor:
+    # Sign-invariant in each eigenvector: V enters squared.
+    L, V = out
+    return (L * wL).sum() + (V * V * WV).sum()
+
+
+def bench_one(n: int, batch: int, dtype: torch.dtype, *, repeats: int | None = None,
+              seed: int = 0, device: str = "cpu", budget_s: float = BUDGET_S,
+              case: str = "sym_eig fwd") -> dict:
+    """One row of ``case`` (one of CASES) at the current thread count."""
+    threads = torch.get_num_threads()
+    if case == "sym_fn log fwd+bwd":
+        if n >= SYM_FN_LARGE_N and batch == DEFAULT_BATCH:
+            batch = SYM_FN_LARGE_BATCH
+        row = bench_sym_fn.bench_one("log", n, batch, dtype, "fwd+bwd", repeats=repeats, seed=seed,
+                                     device=device, budget_s=budget_s)
+        row = {"case": case, "threads": threads, "dtype": row["dtype"], "n": n, "batch": batch,
+               **{k: row[k] for k in ("repeats", "matbp_ms", "torch_ms", "ratio", "ratio_iqr",
+                                      "matbp_samples_ms", "torch_samples_ms", "correct")},
+               "grad_err": row["grad_diff_matbp"]}
+    else:
+        a = make_input(n, batch, dtype, seed, device)
+        mode = case.split()[-1]
+        if mode == "fwd":
+            with torch.no_grad():
+                # Warm-up and correctness in one go (these calls are not timed).
+                lm, vm = matbp.sym_eig(a)
+                lt, _ = torch.linalg.eigh(a)
+                result = check(a, lm, vm, lt)
+                del lm, vm, lt
+        g = torch.Generator().manual_seed(seed + 17 * n)
+        wL = torch.randn(batch, n, generator=g, dtype=torch.float64).to(dtype=dtype, device=device)
+        WV = torch.randn(batch, n, n, generator=g, dtype=torch.float64).to(dtype=dtype, device=device)
+        fns = common.timed_calls({"matbp": matbp.sym_eig, "torch": torch.linalg.eigh}, a, mode,
+                                 backward=lambda out: _eig_loss(out, wL, WV).backward())
+        if mode == "fwd+bwd":
+            a64 = a.detach().to(torch.float64).requires_grad_()
+            L64, V64 = torch.linalg.eigh(a64)
+            _eig_loss((L64, V64), wL.double(), WV.double()).backward()
+            grad = fns["matbp"]()
+            fns["torch"]()  # warm-up
+            err = common.rel_fro(grad, a64.grad)
+            L64 = L64.detach()
+            kappa = (L64.abs().amax(-1) / (L64[..., 1:] - L64[..., :-1]).amin(-1)).max().item()
+            tol = GRAD_TOL_FACTOR * n * torch.finfo(dtype).eps * kappa
+            result = {"grad_err": err, "grad_tol": tol, "correct": bool(err <= tol)}
+        row = {"case": case, "threads": threads, "dtype": common.dtype_name(dtype), "n": n, "batch": batch,
+               **common.time_pair(fns, budget_s=budget_s, min_repeats=MIN_REPEATS, max_repeats=MAX_REPEATS,
+                                  repeats=repeats, device=device),
+               **result}
+    target = _target(case, n, batch, dtype, threads)
+    row["target"] = target
+    row["status"] = None if target is None else ("PASS" if row["ratio"] <= target else "FAIL")
     return row
 
 
 def _progress(row: dict, seconds: float) -> str:
-    return (f"  {row['dtype']:>7} n={row['n']:<4} reps={row['repeats']:<3} "
-            f"matbp {row['matbp_ms']:9.3f} ms  torch {row['torch_ms']:9.3f} ms  "
-            f"ratio {row['ratio']:.3f}  {row['status'] or ''}")
+    return (f"  {row['case']:<18} t={row['threads']} {row['dtype']:>7} n={row['n']:<4} B={row['batch']:<4} "
+            f"reps={row['repeats']:<3} matbp {row['matbp_ms']:9.3f} ms  torch {row['torch_ms']:9.3f} ms  "
+            f"ratio {row['ratio']:.3f}  {row['status'] or ''} [{seconds:.0f} s]")
 
 
 def run(sizes=DEFAULT_SIZES, batch: int = DEFAULT_BATCH, dtypes=DEFAULT_DTYPES,
         repeats: int | None = None, *, seed: int = 0, device: str = "cpu",
-        budget_s: float = BUDGET_S, verbose: bool = False) -> list[dict]:
-    """Run the benchmark and return one row (dict) per (dtype, n).
+        budget_s: float = BUDGET_S, verbose: bool = False, cases=("sym_eig fwd",),
+        thread_counts=(None,)) -> list[dict]:
+    """Run the benchmark and return one row (dict) per (threads, case, dtype, n).
 
     ``dtypes`` are names ("float32", "float64") or torch dtypes; ``repeats``
-    None picks an adaptive count (>= 3, more for small n).
+    None picks an adaptive count (>= 3, more for small n); ``thread_counts``
+    None keeps the current one. The thread count is restored afterwards.
     """
-    cases = [(int(n), common.as_dtype(d)) for d in dtypes for n in sizes]
-    return common.collect(cases, lambda n, dtype: bench_one(n, int(batch), dtype, repeats=repeats, seed=seed,
-                                                            device=device, budget_s=budget_s),
-                          _progress if verbose else None)
+    previous = torch.get_num_threads()
+    rows = []
+    try:
+        for threads in thread_counts:
+            if threads is not None:
+                torch.set_num_threads(int(threads))
+            todo = [(case, int(n), common.as_dtype(d)) for case in cases for d in dtypes for n in sizes]
+            rows += common.collect(todo, lambda case, n, dtype: bench_one(
+                n, int(batch), dtype, repeats=repeats, seed=seed, device=device, budget_s=budget_s, case=case),
+                _progress if verbose else None)
+    finally:
+        torch.set_num_threads(previous)
+    return rows
 
 
 def notes_for(rows: list[dict]) -> list[str]:
     notes = [
-        f"Times are medians over interleaved repetitions; ratio = median(matbp) / median(torch); "
-        f"ratio IQR = quartiles of per-repetition paired ratios. Target: ratio <= {TARGET_RATIO} "
-        f"in float64 at n in {sorted(TARGET_SIZES)}, B = {TARGET_BATCH} (no mark at other B).",
+        "Times are medians over interleaved repetitions; ratio = median(matbp) / median(torch); "
+        "ratio IQR = quartiles of per-repetition paired ratios. threads = torch.set_num_threads for the "
+        f"row (this machine's default: {_machine_threads()}).",
+        "Cases: sym_eig fwd (no grad); sym_eig fwd+bwd: loss <wL, L> + <WV, V∘V> (sign-invariant), "
+        "backward on a fresh leaf; sym_fn log fwd+bwd: matbp.sym_fn(A, 'log') against eigh + V log(L) Vᵀ "
+        "with autograd on bench_sym_fn's SPD input (eigenvalues in (0.1, 10)), F.backward(G).",
+        "Targets (float64, B = 256; B = 100 for sym_fn at n = 256): "
+        + "; ".join(f"{case} at {'the machine' if threads is None else threads} thread(s): "
+                    + ", ".join(f"n={n} <= {r}" for n, r in sizes.items())
+                    for (case, threads), sizes in TARGETS.items()) + ".",
         f"Errors are relative, max over the batch: eig err = max|L_matbp - L_torch| / ||A||_2, "
-        f"recon err = ||V diag(L) V^T - A||_F / ||A||_F, orth err = ||V^T V - I||_F / sqrt(n); "
-        f"tolerance {TOL_FACTOR:g} * n * eps(dtype).",
+        f"recon err = ||V diag(L) V^T - A||_F / ||A||_F, orth err = ||V^T V - I||_F / sqrt(n) "
+        f"(tolerance {TOL_FACTOR:g} * n * eps(dtype)); grad err = ||gA_matbp - gA_ref||_F / ||gA_ref||_F "
+        f"against the torch composition in float64 at the same input (sym_eig: tolerance "
+        f"{GRAD_TOL_FACTOR:g} * n * eps(dtype) * max|λ| / min gap, the backward using the outputs in the "
+        f"input's dtype; sym_fn: bench_sym_fn's tolerances).",
     ]
     common.add_note(notes, "CORRECTNESS FAILURES: ",
-                    [f"{r['dtype']} n={r['n']}" for r in rows if not r["correct"]])
-    return common.add_note(notes, "Targets missed: ", [f"{r['dtype']} n={r['n']} ({r['ratio']:.3f})"
-                                                       for r in rows if r["status"] == "FAIL"])
+                    [f"{r['case']} t={r['threads']} {r['dtype']} n={r['n']}" for r in rows if not r["correct"]])
+    return common.add_note(notes, "Targets missed: ",
+                           [f"{r['case']} t={r['threads']} {r['dtype']} n={r['n']} ({r['ratio']:.3f})"
+                            for r in rows if r["status"] == "FAIL"])
 
 
 def print_rows(rows: list[dict], env: dict | None = None) -> None:
@@ -190,17 +271,25 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", type=int, nargs="+", default=None,
                    help=f"matrix sizes n (default {' '.join(map(str, DEFAULT_SIZES))})")
     p.add_argument("--batch", type=int, default=None, help=f"batch size B (default {DEFAULT_BATCH})")
+    p.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES), help="cases (default all)")
+    p.add_argument("--thread-counts", type=int, nargs="+", default=None,
+                   help=f"run every case at each thread count (default 1 and {_machine_threads()}; "
+                        "--quick: the current one)")
     common.add_case_arguments(p, dtypes=DTYPES, default_dtypes=DEFAULT_DTYPES, min_repeats=MIN_REPEATS,
                               max_repeats=MAX_REPEATS, budget_s=BUDGET_S, quick=common.quick_help(
                                   f"n in {QUICK_SIZES}, B={QUICK_BATCH}", QUICK_BUDGET_S, NAME))
     common.add_standard_arguments(p, device="cpu")
     args = common.parse_standard_arguments(p, argv, sizes=(QUICK_SIZES, DEFAULT_SIZES),
-                                           batch=(QUICK_BATCH, DEFAULT_BATCH), budget=(QUICK_BUDGET_S, BUDGET_S))
+                                           batch=(QUICK_BATCH, DEFAULT_BATCH), budget=(QUICK_BUDGET_S, BUDGET_S),
+                                           thread_counts=([torch.get_num_threads()],
+                                                          sorted({1, torch.get_num_threads()})))
     config = common.timing_config(args, MIN_REPEATS, MAX_REPEATS,
-                                  {"sizes": list(args.sizes), "batch": args.batch, "dtypes": args.dtypes})
+                                  {"sizes": list(args.sizes), "batch": args.batch, "dtypes": args.dtypes,
+                                   "cases": args.cases, "thread_counts": args.thread_counts})
     return common.run_table(args, NAME, TITLE, COLUMNS, lambda: run(
         args.sizes, args.batch, args.dtypes, args.repeats, seed=args.seed, device=args.device,
-        budget_s=args.budget, verbose=True), notes_for, config=config, elapsed=False)
+        budget_s=args.budget, verbose=True, cases=args.cases, thread_counts=args.thread_counts),
+        notes_for, config=config, elapsed=False)
 
 
 if __name__ == "__main__":
