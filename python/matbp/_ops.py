@@ -421,23 +421,23 @@ def _sym_eig_backward(ctx, gL, gV):
     return _lib.sym_eig_backward(gL, gV, L, V)
 
 
-def _tied(gap, tol):
-    # The backward kernels' tie policy (csrc/math/adjoint_weights.h).
-    return gap.abs() <= tol
+def _eig_coupling(L):
+    """F_ij = 1/(λ_j − λ_i), 0 at ties (|λ_j − λ_i| ≤ n·eps·max|λ|, float64's
+    eps): the EIG adjoint's weights with the backward kernel's tie policy
+    (csrc/math/adjoint_weights.h: eig_adjoint_weight, tie_tolerance); the
+    tolerance and the tie mask are constants, F differentiable in L. n ≥ 1."""
+    tol = L.shape[-1] * torch.finfo(torch.float64).eps * L.detach().abs().amax(-1)[..., None, None]
+    gap = L.unsqueeze(-2) - L.unsqueeze(-1)  # [i, j] = λ_j − λ_i
+    tied = gap.detach().abs() <= tol
+    return torch.where(tied, 0.0, 1.0 / torch.where(tied, 1.0, gap))
 
 
 def _sym_eig_backward_composition(gL, gV, L, V):
-    """sym_eig_backward as torch ops (float64): V (diag(gL) + F o skew(Vᵀ gV)) Vᵀ,
-    F_ij = 1/(λ_j − λ_i), 0 at ties (|gap| ≤ n·eps·max|λ|, a constant here)."""
-    n = L.shape[-1]
+    """sym_eig_backward as torch ops (float64): V (diag(gL) + F o skew(Vᵀ gV)) Vᵀ."""
     inner = torch.zeros(V.shape, dtype=V.dtype, device=V.device)
-    if gV is not None and n > 0:
-        tol = n * torch.finfo(torch.float64).eps * L.detach().abs().amax(-1)[..., None, None]
-        gap = L.unsqueeze(-2) - L.unsqueeze(-1)
-        tied = _tied(gap.detach(), tol)
-        F = torch.where(tied, 0.0, 1.0 / torch.where(tied, 1.0, gap))
+    if gV is not None and L.shape[-1] > 0:
         M = V.mT @ gV
-        inner = inner + F * (M - M.mT) / 2
+        inner = inner + _eig_coupling(L) * (M - M.mT) / 2
     if gL is not None:
         inner = inner + torch.diag_embed(gL)
     return V @ inner @ V.mT
@@ -459,14 +459,9 @@ def _eig_tangents(L, V, dA):
     L64, V64 = L.to(torch.float64), V.to(torch.float64)
     dA64 = dA.to(torch.float64)
     M = V64.mT @ ((dA64 + dA64.mT) / 2) @ V64
-    n = L.shape[-1]
     if L.numel() == 0:
         return M.diagonal(dim1=-2, dim2=-1), V64 @ M
-    tol = max(n, 1) * torch.finfo(torch.float64).eps * L64.abs().amax(-1, keepdim=True).unsqueeze(-1)
-    gap = L64.unsqueeze(-2) - L64.unsqueeze(-1)  # [i, j] = λ_j − λ_i
-    tied = gap.abs() <= tol
-    F = torch.where(tied, 0.0, 1.0 / torch.where(tied, 1.0, gap))
-    return M.diagonal(dim1=-2, dim2=-1), V64 @ (F * M)
+    return M.diagonal(dim1=-2, dim2=-1), V64 @ (_eig_coupling(L64) * M)
 
 
 def _sym_eig_jvp(primals, tangents, outputs):
@@ -546,29 +541,41 @@ def _svd_backward(ctx, gU, gS, gV):
     return _lib.svd_backward(gU, gS, gV, U, S, V)
 
 
+def _svd_coupling(S, m, n):
+    """(A, B, S⁺): A_ij = s_j / (s_i + s_j) / (s_j − s_i), B_ij = s_i / (s_i + s_j)
+    / (s_j − s_i), 0 where |s_j − s_i| ≤ max(m, n)·eps·s_max, and S⁺ the
+    pseudo-inverse at that tolerance: the SVD adjoint's weights with the backward
+    kernel's tie policy (math::svd_adjoint_entry, pseudo_inverse); the tolerance
+    and masks are constants, the weights differentiable in S (descending, k ≥ 1)."""
+    tol = (max(m, n) * torch.finfo(torch.float64).eps * S.detach()[..., :1]).unsqueeze(-1)
+    si, sj = S.unsqueeze(-1), S.unsqueeze(-2)
+    tied = (sj - si).detach().abs() <= tol
+    safe_gap = torch.where(tied, 1.0, sj - si)
+    safe_sum = torch.where(tied, 1.0, si + sj)
+    A = torch.where(tied, 0.0, sj / safe_sum / safe_gap)
+    B = torch.where(tied, 0.0, si / safe_sum / safe_gap)
+    resolved = S.detach() > tol[..., 0]
+    return A, B, torch.where(resolved, 1.0 / torch.where(resolved, S, 1.0), 0.0)
+
+
 def _svd_backward_composition(gU, gS, gV, U, S, V):
-    """svd_backward as torch ops (float64), with its tie policy
-    (math::svd_adjoint_entry, pseudo_inverse; the tolerance a constant):
-    gX = U [diag(gS) + off] Vᵀ + (gU − U M) S⁺ Vᵀ + U S⁺ (gV − V N)ᵀ, M = Uᵀ gU,
-    N = Vᵀ gV, off_ij = [(M_ij − M_ji) s_j + (N_ij − N_ji) s_i] / (s_i + s_j) / (s_j − s_i)."""
+    """svd_backward as torch ops (float64), with its tie policy (_svd_coupling):
+    gX = U [diag(gS) + A o (M − Mᵀ) + B o (N − Nᵀ)] Vᵀ + (gU − U M) S⁺ Vᵀ
+    + U S⁺ (gV − V N)ᵀ, M = Uᵀ gU, N = Vᵀ gV."""
     m, n, k = U.shape[-2], V.shape[-2], S.shape[-1]
     inner = torch.zeros((*S.shape, k), dtype=S.dtype, device=S.device)
     if k == 0:
         return U @ inner @ V.mT
-    tol = (max(m, n) * torch.finfo(torch.float64).eps * S.detach()[..., :1]).unsqueeze(-1)
-    si, sj = S.unsqueeze(-1), S.unsqueeze(-2)
-    tied = _tied((sj - si).detach(), tol)
-    safe = lambda t: torch.where(tied, 1.0, t)  # noqa: E731
-    s_pinv = torch.where(S.detach() > tol[..., 0], 1.0 / torch.where(S.detach() > tol[..., 0], S, 1.0), 0.0)
+    A, B, s_pinv = _svd_coupling(S, m, n)
     gX = 0
     if gU is not None:
         M = U.mT @ gU
-        inner = inner + torch.where(tied, 0.0, (M - M.mT) * sj / safe(si + sj) / safe(sj - si))
+        inner = inner + A * (M - M.mT)
         if m > k:
             gX = gX + ((gU - U @ M) * s_pinv.unsqueeze(-2)) @ V.mT
     if gV is not None:
         N = V.mT @ gV
-        inner = inner + torch.where(tied, 0.0, (N - N.mT) * si / safe(si + sj) / safe(sj - si))
+        inner = inner + B * (N - N.mT)
         if n > k:
             gX = gX + (U * s_pinv.unsqueeze(-2)) @ (gV - V @ N).mT
     if gS is not None:
@@ -598,15 +605,7 @@ def _svd_jvp(primals, tangents, outputs):
     P = U.mT @ dX @ V
     if k == 0:
         return U.new_zeros(U.shape), S.new_zeros(S.shape), V.new_zeros(V.shape)
-    tie = (max(m, n) * torch.finfo(torch.float64).eps * S[..., :1]).unsqueeze(-1)  # S descending
-    si, sj = S.unsqueeze(-1), S.unsqueeze(-2)
-    gap = sj - si
-    tied = gap.abs() <= tie
-    safe_gap = torch.where(tied, 1.0, gap)
-    safe_sum = torch.where(tied, 1.0, si + sj)
-    A = torch.where(tied, 0.0, sj / safe_sum / safe_gap)
-    B = torch.where(tied, 0.0, si / safe_sum / safe_gap)
-    s_pinv = torch.where(S > tie[..., 0], 1.0 / torch.where(S > tie[..., 0], S, 1.0), 0.0)
+    A, B, s_pinv = _svd_coupling(S, m, n)
     AP, BP = A * P, B * P
     dU = U @ (AP - AP.mT)
     dV = V @ (BP - BP.mT)

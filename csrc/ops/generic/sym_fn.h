@@ -119,18 +119,17 @@ struct SpectralSecondOrderInner {
     const double *fi = f1 + row_i, *fj = f1 + row_j, *di = inv_gap + row_i, *dj = inv_gap + row_j;
     const double* l = lam + b * n;
     const double li = l[i], lj = l[j], fij = fi[j];
-    const bool apart = fn == math::SpectralFn::Exp
-                           ? lj - li > math::kSecondRecursionGap
-                           : li > 0.0 && lj - li > math::kSecondRecursionGap * li;
-    if (apart) {
+    const auto by_recursion = [&](double lo, double hi_) {
+      return math::second_divided_difference_by_recursion(fn, lo, hi_);
+    };
+    // A zero eigenvalue (sqrt, pow) may have infinite f1 entries in its row
+    // of P: its pairs take the per-term path, where zero terms stay zero.
+    if ((fn == math::SpectralFn::Exp || li > 0.0) && by_recursion(li, lj)) {
       const double q = (pair[row_i + j] - pair[row_j + i]) * -di[j];
       out[row_i + j] = q;
       out[row_j + i] = q;
       return;
     }
-    const auto by_recursion = [&](double lo, double hi_) {
-      return math::second_divided_difference_by_recursion(fn, lo, hi_);
-    };
     // c < i: (c, i, j), far for c < below; c > j: (i, j, c), far for c >= above.
     int64_t lo_c = 0, hi_c = i;
     while (lo_c < hi_c) {
