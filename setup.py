@@ -109,7 +109,9 @@ def extension():
             os.environ["TORCH_CUDA_ARCH_LIST"] = "9.0"
     from torch.utils.cpp_extension import CppExtension, CUDAExtension
 
-    cxx_flags = ["-O3", "-std=c++20", "-fopenmp", "-fvisibility=hidden"]
+    # -fno-math-errno, as torch itself builds: sqrt and division vectorise
+    # (sym_eig_ql's SIMD lanes) only when they need not set errno.
+    cxx_flags = ["-O3", "-std=c++20", "-fopenmp", "-fvisibility=hidden", "-fno-math-errno"]
     cuda_dir = os.path.join(ROOT, CUDA_DIR)
     cpp_sources = [s for s in sources("csrc/**/*.cpp") if not os.path.join(ROOT, s).startswith(cuda_dir)]
     include_dirs = [os.path.join(ROOT, "csrc")]

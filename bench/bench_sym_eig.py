@@ -2,7 +2,9 @@
 
 Both competitors run in the same process on the same random symmetric batch
 (fixed seed), interleaved per repetition so machine noise hits both alike.
-Rows: ``sym_eig`` forward, ``sym_eig`` forward+backward (a sign-invariant loss
+Rows: ``sym_eig`` forward, the same with matbp held to LAPACK
+(``MATBP_QL_MAX_N=0``: where the small-matrix solver's crossover comes from),
+``sym_eig`` forward+backward (a sign-invariant loss
 <wL, L> + <WV, V∘V>), and ``sym_fn log`` forward+backward against the eigh
 composition (bench_sym_fn's input and reference, B = 100 at n = 256), each
 at every thread count of ``--thread-counts`` (torch.set_num_threads; matbp
@@ -55,7 +57,10 @@ DEFAULT_SIZES = (8, 16, 32, 33, 64, 128, 256)
 DEFAULT_BATCH = 256
 SYM_FN_LARGE_N, SYM_FN_LARGE_BATCH = 256, 100  # sym_fn rows at n >= 256 run at B = 100
 DEFAULT_DTYPES = ("float32", "float64")
-CASES = ("sym_eig fwd", "sym_eig fwd+bwd", "sym_fn log fwd+bwd")
+CASES = ("sym_eig fwd", "sym_eig fwd lapack", "sym_eig fwd+bwd", "sym_fn log fwd+bwd")
+# "sym_eig fwd lapack": matbp with MATBP_QL_MAX_N=0 (LAPACK at every n), the
+# row beside "sym_eig fwd" that places the solver crossover
+# (csrc/ops/cpu/sym_eig_solver.h).
 QUICK_SIZES = (8, 32, 64)
 QUICK_BATCH = 64
 QUICK_BUDGET_S = 0.5  # --quick: adaptive repeats within ~0.5 s per case
@@ -149,6 +154,19 @@ def _machine_threads() -> int:
 _MACHINE_THREADS = torch.get_num_threads()
 
 
+def _lapack_sym_eig(a: torch.Tensor):
+    """matbp.sym_eig with the CPU solver held to LAPACK (read at every call)."""
+    previous = os.environ.get("MATBP_QL_MAX_N")
+    os.environ["MATBP_QL_MAX_N"] = "0"
+    try:
+        return matbp.sym_eig(a)
+    finally:
+        if previous is None:
+            del os.environ["MATBP_QL_MAX_N"]
+        else:
+            os.environ["MATBP_QL_MAX_N"] = previous
+
+
 def _eig_loss(out, wL: torch.Tensor, WV: torch.Tensor) -> torch.Tensor:
     # Sign-invariant in each eigenvector: V enters squared.
     L, V = out
@@ -171,18 +189,19 @@ def bench_one(n: int, batch: int, dtype: torch.dtype, *, repeats: int | None = N
                "grad_err": row["grad_diff_matbp"]}
     else:
         a = make_input(n, batch, dtype, seed, device)
-        mode = case.split()[-1]
+        mode = case.split()[1]
+        sym_eig = _lapack_sym_eig if case.endswith("lapack") else matbp.sym_eig
         if mode == "fwd":
             with torch.no_grad():
                 # Warm-up and correctness in one go (these calls are not timed).
-                lm, vm = matbp.sym_eig(a)
+                lm, vm = sym_eig(a)
                 lt, _ = torch.linalg.eigh(a)
                 result = check(a, lm, vm, lt)
                 del lm, vm, lt
         g = torch.Generator().manual_seed(seed + 17 * n)
         wL = torch.randn(batch, n, generator=g, dtype=torch.float64).to(dtype=dtype, device=device)
         WV = torch.randn(batch, n, n, generator=g, dtype=torch.float64).to(dtype=dtype, device=device)
-        fns = common.timed_calls({"matbp": matbp.sym_eig, "torch": torch.linalg.eigh}, a, mode,
+        fns = common.timed_calls({"matbp": sym_eig, "torch": torch.linalg.eigh}, a, mode,
                                  backward=lambda out: _eig_loss(out, wL, WV).backward())
         if mode == "fwd+bwd":
             a64 = a.detach().to(torch.float64).requires_grad_()
@@ -241,7 +260,9 @@ def notes_for(rows: list[dict]) -> list[str]:
         "Times are medians over interleaved repetitions; ratio = median(matbp) / median(torch); "
         "ratio IQR = quartiles of per-repetition paired ratios. threads = torch.set_num_threads for the "
         f"row (this machine's default: {_machine_threads()}).",
-        "Cases: sym_eig fwd (no grad); sym_eig fwd+bwd: loss <wL, L> + <WV, V∘V> (sign-invariant), "
+        "Cases: sym_eig fwd (no grad); sym_eig fwd lapack: the same with matbp's CPU solver held to "
+        "LAPACK dsyevd (MATBP_QL_MAX_N=0), beside sym_eig fwd where the batched QL solver runs for n <= 64; "
+        "sym_eig fwd+bwd: loss <wL, L> + <WV, V∘V> (sign-invariant), "
         "backward on a fresh leaf; sym_fn log fwd+bwd: matbp.sym_fn(A, 'log') against eigh + V log(L) Vᵀ "
         "with autograd on bench_sym_fn's SPD input (eigenvalues in (0.1, 10)), F.backward(G).",
         "Targets (float64, B = 256; B = 100 for sym_fn at n = 256): "

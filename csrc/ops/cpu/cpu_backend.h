@@ -1,7 +1,7 @@
 #pragma once
 
-// The CPU Backend of the device-generic ops (generic/backend.h): LAPACK for
-// the eigensolver, ATen's thread pool for the elementwise loops.
+// The CPU Backend of the device-generic ops (generic/backend.h): the CPU
+// eigensolver (sym_eig_solver.h), ATen's thread pool for the elementwise loops.
 
 #include <ATen/Parallel.h>
 
@@ -17,7 +17,7 @@ struct CpuBackend {
   static constexpr bool kRaisesAtOnce = true;
 
   static EigenResult sym_eig64(const at::Tensor& A, const char* op, const char* arg) {
-    auto [L, V] = sym_eig_lapack(A, at::kDouble, op, arg);
+    auto [L, V] = sym_eig_solve(A, at::kDouble, op, arg);
     return {L, V, at::Tensor(), at::Tensor()};
   }
 

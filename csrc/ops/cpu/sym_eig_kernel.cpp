@@ -15,6 +15,7 @@
 #include "batch_loops.h"
 #include "cpu_backend.h"
 #include "lapack.h"
+#include "sym_eig_solver.h"
 #include "../low_precision.h"
 
 namespace matbp::ops::cpu {
@@ -22,39 +23,53 @@ namespace {
 
 template <typename in_t, typename out_t>
 void sym_eig_batch(const in_t* a_in, out_t* l_out, out_t* v_out, int64_t batch, int n,
-                   const LapackWorkspace& ws, FirstFailure& nonfinite, FirstFailure& failed) {
+                   FirstFailure& nonfinite, FirstFailure& failed) {
   const int64_t nn = int64_t(n) * n;
   parallel_over_batch(batch, n, [&](int64_t begin, int64_t end) {
-    std::vector<double> a(nn), w(n), work(ws.lwork);
-    std::vector<int> iwork(ws.liwork);
-    for (int64_t b = begin; b < end; ++b) {
-      if (!widen_if_finite(a_in + b * nn, nn, a.data())) {
-        nonfinite.record(b);
-        continue;
+    SymEigSolver solver(n);
+    const int width = solver.width();
+    std::vector<double> a(width * nn), w(width * n);
+    std::vector<double*> a_ptr(width), w_ptr(width);
+    std::vector<int64_t> index(width);
+    for (int64_t b0 = begin; b0 < end;) {
+      // The next `width` finite matrices of this thread's range.
+      int count = 0;
+      for (; b0 < end && count < width; ++b0) {
+        double* slot = a.data() + count * nn;
+        if (!widen_if_finite(a_in + b0 * nn, nn, slot)) {
+          nonfinite.record(b0);
+          continue;
+        }
+        a_ptr[count] = slot;
+        w_ptr[count] = w.data() + count * n;
+        index[count++] = b0;
       }
-      int info = 0;
-      lapack_syevd(n, a.data(), w.data(), work.data(), ws.lwork, iwork.data(), ws.liwork, &info);
-      if (info != 0) {
-        failed.record(b);
-        continue;
+      const unsigned failures = solver.decompose(count, a_ptr.data(), w_ptr.data());
+      for (int q = 0; q < count; ++q) {
+        const int64_t b = index[q];
+        if (failures & (1u << q)) {
+          failed.record(b);
+          continue;
+        }
+        out_t* l = l_out + b * n;
+        out_t* v = v_out + b * nn;
+        const double* vt = a_ptr[q];
+        for (int i = 0; i < n; ++i) l[i] = static_cast<out_t>(w_ptr[q][i]);
+        // The solver's eigenvectors are rows; V holds them as columns.
+        for (int i = 0; i < n; ++i)
+          for (int j = 0; j < n; ++j) v[i * n + j] = static_cast<out_t>(vt[int64_t(j) * n + i]);
       }
-      out_t* l = l_out + b * n;
-      out_t* v = v_out + b * nn;
-      for (int i = 0; i < n; ++i) l[i] = static_cast<out_t>(w[i]);
-      // LAPACK's column-major eigenvector matrix, stored row-major.
-      for (int i = 0; i < n; ++i)
-        for (int j = 0; j < n; ++j) v[i * n + j] = static_cast<out_t>(a[i + int64_t(j) * n]);
     }
   });
 }
 
 std::tuple<at::Tensor, at::Tensor> sym_eig_cpu(const at::Tensor& A) {
-  return sym_eig_lapack(A, A.scalar_type(), "matbp.sym_eig");
+  return sym_eig_solve(A, A.scalar_type(), "matbp.sym_eig");
 }
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor> sym_eig_lapack(const at::Tensor& A, at::ScalarType out_dtype,
+std::tuple<at::Tensor, at::Tensor> sym_eig_solve(const at::Tensor& A, at::ScalarType out_dtype,
                                                   const char* op, const char* arg) {
   check_float_matrix(A, op, arg, /*square=*/true);
   TORCH_CHECK(A.device().is_cpu(), op, ": expected a CPU tensor, got ", A.device());
@@ -67,21 +82,20 @@ std::tuple<at::Tensor, at::Tensor> sym_eig_lapack(const at::Tensor& A, at::Scala
   const int64_t batch = batch_count(A);
   if (batch == 0 || n == 0) return {L, V};
 
-  const auto ws = lapack_syevd_workspace(static_cast<int>(n));
   const auto Ac = A.contiguous();
   FirstFailure nonfinite(batch), failed(batch);
   const auto in_dtype = A.scalar_type();
   if (in_dtype == at::kDouble) {
     sym_eig_batch(Ac.data_ptr<double>(), L.data_ptr<double>(), V.data_ptr<double>(), batch, n,
-                  ws, nonfinite, failed);
+                  nonfinite, failed);
   } else if (out_dtype == at::kDouble) {
-    sym_eig_batch(Ac.data_ptr<float>(), L.data_ptr<double>(), V.data_ptr<double>(), batch, n, ws,
+    sym_eig_batch(Ac.data_ptr<float>(), L.data_ptr<double>(), V.data_ptr<double>(), batch, n,
                   nonfinite, failed);
   } else {
-    sym_eig_batch(Ac.data_ptr<float>(), L.data_ptr<float>(), V.data_ptr<float>(), batch, n, ws,
+    sym_eig_batch(Ac.data_ptr<float>(), L.data_ptr<float>(), V.data_ptr<float>(), batch, n,
                   nonfinite, failed);
   }
-  raise_first_failure(nonfinite, failed, op, arg, "LAPACK dsyevd");
+  raise_first_failure(nonfinite, failed, op, arg, SymEigSolver(static_cast<int>(n)).name());
   return {L, V};
 }
 

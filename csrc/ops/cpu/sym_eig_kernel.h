@@ -6,10 +6,11 @@
 
 namespace matbp::ops::cpu {
 
-// Batched symmetric eigendecomposition with LAPACK dsyevd (always in float64),
+// Batched symmetric eigendecomposition (always in float64; the solver for n
+// is chosen in sym_eig_solver.h),
 // results stored as out_dtype: L ascending (*, n), V (*, n, n) contiguous.
 // `op` and `arg` name the calling op and the matrix in error messages.
-std::tuple<at::Tensor, at::Tensor> sym_eig_lapack(const at::Tensor& A, at::ScalarType out_dtype,
+std::tuple<at::Tensor, at::Tensor> sym_eig_solve(const at::Tensor& A, at::ScalarType out_dtype,
                                                   const char* op, const char* arg = "A");
 
 }  // namespace matbp::ops::cpu

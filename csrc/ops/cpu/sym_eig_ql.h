@@ -1,0 +1,39 @@
+#pragma once
+
+#include <cstdint>
+
+namespace matbp::ops::cpu {
+
+// How many matrices sym_eig_ql decomposes together, one per SIMD lane.
+constexpr int kQlLanes = 8;
+
+// Symmetric eigendecomposition of up to kQlLanes small n x n matrices at
+// once, in cache, without LAPACK's per-call overhead: Householder
+// tridiagonalisation, then implicit QL with Wilkinson shifts. Matrix q lives
+// in lane q of every vector, so each arithmetic step, the scalar recurrences
+// of the QL chase included, runs on all matrices in one SIMD instruction.
+// The lanes step through QL together; a lane whose chase is shorter, or
+// which has already converged, applies identity rotations meanwhile.
+//
+// a[q] (q < count): row-major, the lower triangle read (the upper one is
+// ignored), the eigenvectors on exit as its rows (the layout LAPACK's
+// column-major output has when read row-major). w[q]: the eigenvalues,
+// ascending. work: sym_eig_ql_workspace(n) doubles. Every a[q] must be
+// finite. Returns a bit mask of the lanes whose QL did not converge within
+// 30 sweeps per eigenvalue (LAPACK dsteqr's limit); their output is not
+// meaningful.
+//
+// Backward stable as LAPACK is: eigenvalue error and loss of orthogonality
+// are O(n eps) (tests/test_sym_eig_solver.py measures both on the
+// adversarial spectra). Each matrix is first scaled by a power of two
+// (exact) to a largest entry in [1, 2), so nothing overflows or underflows
+// at any magnitude. Deflation is relative to the neighbouring diagonal
+// entries (graded matrices keep their small eigenvalues) or to eps ||T||,
+// which a cluster at the noise level of larger eigenvalues needs.
+unsigned sym_eig_ql(int n, int count, double* const* a, double* const* w, double* work);
+
+inline int64_t sym_eig_ql_workspace(int64_t n) {
+  return kQlLanes * (n * (n + 1) / 2 + n * n + 8 * n + 1);
+}
+
+}  // namespace matbp::ops::cpu

@@ -1,0 +1,82 @@
+#pragma once
+
+// The CPU symmetric eigensolver, chosen here and nowhere else:
+//   n <= sym_eig_ql_max_n(): sym_eig_ql (sym_eig_ql.h), kQlLanes matrices of
+//     the batch at a time, one per SIMD lane;
+//   larger n: LAPACK dsyevd (MKL in the torch wheel), one matrix per call.
+//
+// Why the crossover is where it is: bench/bench_sym_eig.py times matbp's
+// forward with the default choice ("sym_eig fwd") and held to LAPACK
+// ("sym_eig fwd lapack", MATBP_QL_MAX_N=0) against the same torch.linalg.eigh
+// in one process (bench/results/sym_eig_cpu.md). On the 2-core AMD EPYC
+// (AVX-512) build machine, float64, B = 256, one thread, sym_eig_ql / dsyevd
+// came to 0.35 at n = 8, 0.40 at 16, 0.42 at 32, 0.92 at 64 (two threads:
+// 0.40, 0.44, 0.48, 0.74). Timed on its own at n = 128, the solver took
+// 1.9-2.3 ms per matrix where torch.linalg.eigh takes 1.24 ms: QL's
+// rotations cost about 8 n^3 against divide and conquer's GEMMs.
+// MATBP_QL_MAX_N (0 = LAPACK always) moves the crossover, to measure it on
+// other machines.
+
+#include <cstdint>
+#include <cstdlib>
+#include <vector>
+
+#include <c10/util/Exception.h>
+
+#include "lapack.h"
+#include "sym_eig_ql.h"
+
+namespace matbp::ops::cpu {
+
+constexpr int64_t kQlMaxN = 64;
+
+// Read at every call, so a benchmark can compare both solvers in one process.
+inline int64_t sym_eig_ql_max_n() {
+  const char* env = std::getenv("MATBP_QL_MAX_N");
+  if (env == nullptr || *env == '\0') return kQlMaxN;
+  char* end = nullptr;
+  const long value = std::strtol(env, &end, 10);
+  TORCH_CHECK(end != env && *end == '\0' && value >= 0 && value <= 4096,
+              "matbp: MATBP_QL_MAX_N must be an integer in [0, 4096], got '", env, "'");
+  return static_cast<int64_t>(value);
+}
+
+// One thread's solver for n x n matrices: decompose() takes up to width()
+// matrices at once (row-major, lower triangle read), overwrites each with its
+// eigenvectors as rows and writes its ascending eigenvalues.
+class SymEigSolver {
+ public:
+  explicit SymEigSolver(int n) : n_(n), ql_(n <= sym_eig_ql_max_n()) {
+    if (ql_) {
+      work_.resize(sym_eig_ql_workspace(n));
+    } else {
+      ws_ = lapack_syevd_workspace(n);
+      work_.resize(ws_.lwork);
+      iwork_.resize(ws_.liwork);
+    }
+  }
+
+  int width() const { return ql_ ? kQlLanes : 1; }
+  const char* name() const { return ql_ ? "tridiagonal QL" : "LAPACK dsyevd"; }
+
+  // Returns a bit mask of the matrices on which the solver failed.
+  unsigned decompose(int count, double* const* a, double* const* w) {
+    if (ql_) return sym_eig_ql(n_, count, a, w, work_.data());
+    unsigned failed = 0;
+    for (int q = 0; q < count; ++q) {
+      int info = 0;
+      lapack_syevd(n_, a[q], w[q], work_.data(), ws_.lwork, iwork_.data(), ws_.liwork, &info);
+      if (info != 0) failed |= 1u << q;
+    }
+    return failed;
+  }
+
+ private:
+  int n_;
+  bool ql_;
+  LapackWorkspace ws_;
+  std::vector<double> work_;
+  std::vector<int> iwork_;
+};
+
+}  // namespace matbp::ops::cpu

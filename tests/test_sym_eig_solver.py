@@ -1,0 +1,87 @@
+"""The CPU eigensolver choice (csrc/ops/cpu/sym_eig_solver.h): the batched
+small-matrix QL solver below the crossover, LAPACK above, and
+MATBP_QL_MAX_N moving it. Both must meet LAPACK's accuracy on the
+adversarial spectra: eigenvalue error <= 10 n eps ||A||, orthogonality <=
+10 n eps (the solver's own unit test, tests/cpp/test_math_sym_eig_ql.cpp,
+checks residuals and packs lane by lane)."""
+
+import pytest
+import torch
+
+import matbp
+from conftest import random_symmetric, with_spectrum
+
+EPS = torch.finfo(torch.float64).eps
+
+
+def adversarial(n, batch=13, seed=0):
+    """13 matrices (a partial last pack of 8): random, eigenvalues repeated,
+    clustered to 1e-12, graded 1e-12..1, half zero, all zero, and the random
+    one at 1e150 and 1e-150."""
+    i = torch.arange(n, dtype=torch.float64)
+    spectra = [
+        torch.div(i, 3, rounding_mode="floor") - 2.0,
+        torch.where(i % 2 == 1, 1.0 + i * 1e-12, i + 2.0),
+        10.0 ** (-12.0 * i / max(n - 1, 1)),
+        torch.where(i < n // 2, torch.zeros(n, dtype=torch.float64), 1.0 + i),
+    ]
+    built = [with_spectrum(s, seed=seed + k)[0] for k, s in enumerate(spectra)]
+    rand = random_symmetric((), n, seed=seed)
+    mats = built + [torch.zeros(n, n, dtype=torch.float64), rand * 1e150, rand * 1e-150]
+    mats += [random_symmetric((), n, seed=seed + 10 + k) for k in range(batch - len(mats))]
+    return torch.stack(mats)
+
+
+def assert_lapack_accuracy(A, L, V, L_ref):
+    n = A.shape[-1]
+    norm = torch.linalg.matrix_norm(A, ord=2).unsqueeze(-1)
+    tol = 10 * n * EPS
+    assert ((L - L_ref).abs() <= tol * norm).all(), ((L - L_ref).abs() / norm).max()
+    eye = torch.eye(n, dtype=torch.float64)
+    assert ((V.mT @ V - eye).abs() <= tol).all(), (V.mT @ V - eye).abs().max()
+    recon = (V * L.unsqueeze(-2)) @ V.mT
+    assert ((recon - A).abs() <= tol * norm.unsqueeze(-1)).all()
+    assert (L[..., 1:] >= L[..., :-1]).all()
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 8, 17, 32, 33, 64, 65])
+@pytest.mark.parametrize("solver", ["default", "lapack"])
+def test_adversarial_spectra(n, solver, monkeypatch):
+    if solver == "lapack":
+        monkeypatch.setenv("MATBP_QL_MAX_N", "0")
+    A = adversarial(n)
+    L, V = matbp.sym_eig(A)
+    assert_lapack_accuracy(A, L, V, torch.linalg.eigvalsh(A))
+
+
+def test_both_solvers_agree(monkeypatch):
+    # Distinct eigenvalues: the eigenvectors agree up to sign.
+    A = random_symmetric((21,), 24, seed=3)
+    L_ql, V_ql = matbp.sym_eig(A)
+    monkeypatch.setenv("MATBP_QL_MAX_N", "0")
+    L_lapack, V_lapack = matbp.sym_eig(A)
+    torch.testing.assert_close(L_ql, L_lapack, atol=1e-13, rtol=0)
+    signs = torch.sign((V_ql * V_lapack).sum(-2, keepdim=True))
+    torch.testing.assert_close(V_ql * signs, V_lapack, atol=1e-10, rtol=0)
+
+
+def test_nonfinite_matrix_inside_a_pack_is_named():
+    A = random_symmetric((11,), 6)
+    A[9, 2, 1] = float("nan")
+    with pytest.raises(RuntimeError, match=r"matbp\.sym_eig.*matrix 9 "):
+        matbp.sym_eig(A)
+
+
+def test_float32_input_through_the_small_solver():
+    A, _ = with_spectrum([[1e-7, 1e-6, 0.5, 1.0]] * 9)
+    L, V = matbp.sym_eig(A.float())
+    assert L.dtype == V.dtype == torch.float32
+    torch.testing.assert_close(L.double(), torch.linalg.eigvalsh(A.float().double()).float().double(),
+                               rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("value", ["-1", "many", "5000"])
+def test_bad_crossover_setting_is_an_error(value, monkeypatch):
+    monkeypatch.setenv("MATBP_QL_MAX_N", value)
+    with pytest.raises(RuntimeError, match="MATBP_QL_MAX_N must be an integer in"):
+        matbp.sym_eig(random_symmetric((2,), 4))
