@@ -260,3 +260,33 @@ def test_gradient_finite_when_positions_fewer_than_channels():
     Xr = X.clone().requires_grad_()
     matbp.o2p_log(Xr).sum().backward()
     assert torch.isfinite(Xr.grad).all()
+
+
+@pytest.mark.parametrize("m,d", [(40, 12), (5, 12), (100, 70), (60, 70)], ids=["cols-ql", "rows-ql", "cols-lapack", "rows-lapack"])
+def test_cpu_packs_match_one_matrix_at_a_time(m, d):
+    # The CPU decomposes the Gram matrices of up to eight matrices per solver
+    # call where they are small (sym_eig_solver.h): a batch of 13 (a full pack
+    # and a partial one) gives, matrix by matrix, what each gives alone, with
+    # a rank-deficient matrix and a zero one inside the packs.
+    X = randn(13, m, d, seed=m + d)
+    X[3] = batched_low_rank((), m, d, 2, seed=4)
+    X[9] = 0.0
+    X.requires_grad_()
+    C = matbp.o2p_log(X)
+    G = randn(13, d, d, seed=5)
+    (gX,) = torch.autograd.grad((C * G).sum(), X)
+    for b in range(13):
+        xb = X[b].detach().clone().requires_grad_()
+        cb = matbp.o2p_log(xb)
+        (gb,) = torch.autograd.grad((cb * G[b]).sum(), xb)
+        assert_rel(C[b], cb, 1e-13, f"C of matrix {b}")
+        assert_rel(gX[b], gb, 1e-11, f"gradient of matrix {b}")
+
+
+@pytest.mark.parametrize("m,d", [(40, 12), (5, 12)], ids=["cols", "rows"])
+def test_overflowing_gram_matrix_is_named(m, d):
+    X = randn(13, m, d, seed=1)
+    X[10] *= 1e160  # finite X, its Gram matrix beyond float64
+    gram = "X\\^T X" if m >= d else "X X\\^T"
+    with pytest.raises(RuntimeError, match=rf"matbp.o2p_log: the Gram matrix {gram} of matrix 10 of the flattened batch overflows"):
+        matbp.o2p_log(X)

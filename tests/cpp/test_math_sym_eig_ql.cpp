@@ -37,7 +37,10 @@ Case from_spectrum(int n, std::vector<double> lambda, std::mt19937_64& rng) {
   for (int r = 0; r < 3; ++r) {
     std::vector<double> v(n);
     double norm2 = 0;
-    for (double& x : v) norm2 += (x = normal(rng)) * x;
+    for (double& x : v) {
+      x = normal(rng);
+      norm2 += x * x;
+    }
     for (int i = 0; i < n; ++i) {  // q <- q (I - 2 v v^T / v^T v)
       double dot = 0;
       for (int k = 0; k < n; ++k) dot += q[size_t(i) * n + k] * v[k];
@@ -124,7 +127,9 @@ void check_decomposition(const Case& c, int n, const double* vt, const double* w
   const double norm = amax * std::sqrt(sum);
   const double tol = 10.0 * n * kEps;
   for (int j = 0; j < n; ++j) {
-    if (j > 0) EXPECT_LE(w[j - 1], w[j]) << what << ": not ascending at " << j;
+    if (j > 0) {
+      EXPECT_LE(w[j - 1], w[j]) << what << ": not ascending at " << j;
+    }
     for (int i = 0; i < n; ++i) {
       double av = 0;
       for (int k = 0; k < n; ++k) av += c.a[size_t(i) * n + k] * vt[size_t(j) * n + k];
@@ -135,8 +140,9 @@ void check_decomposition(const Case& c, int n, const double* vt, const double* w
       ASSERT_LE(std::abs(dot - (i == j ? 1.0 : 0.0)), tol)
           << what << ": orthogonality of rows " << i << ", " << j;
     }
-    if (!c.spectrum.empty())
+    if (!c.spectrum.empty()) {
       ASSERT_LE(std::abs(w[j] - c.spectrum[j]), tol * norm) << what << ": eigenvalue " << j;
+    }
   }
 }
 

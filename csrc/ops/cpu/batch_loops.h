@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "../generic/backend.h"
@@ -52,6 +53,32 @@ inline bool widen_if_finite(const scalar_t* src, int64_t count, double* dst) {
     finite &= std::isfinite(x);
     dst[e] = x;
   }
+  return finite;
+}
+
+// One matrix of float64 data in place, or of float32 data widened into a
+// thread's buffer.
+template <typename scalar_t>
+const double* as_double(const scalar_t* src, int64_t count, std::vector<double>& buffer) {
+  if constexpr (std::is_same_v<scalar_t, double>) {
+    return src;
+  } else {
+    buffer.resize(count);
+    for (int64_t e = 0; e < count; ++e) buffer[e] = static_cast<double>(src[e]);
+    return buffer.data();
+  }
+}
+
+// out = a^T, n x n row-major.
+inline void transpose_into(const double* a, int64_t n, double* out) {
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < n; ++j) out[j * n + i] = a[i * n + j];
+}
+
+// Whether all `count` values at a are finite.
+inline bool all_finite(const double* a, int64_t count) {
+  bool finite = true;
+  for (int64_t e = 0; e < count; ++e) finite &= std::isfinite(a[e]);
   return finite;
 }
 

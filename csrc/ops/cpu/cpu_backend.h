@@ -1,7 +1,8 @@
 #pragma once
 
 // The CPU Backend of the device-generic ops (generic/backend.h): the CPU
-// eigensolver (sym_eig_solver.h), ATen's thread pool for the elementwise loops.
+// eigensolver (sym_eig_solver.h), the per-matrix pipelines of the eigenbasis
+// products (eigenbasis_pipeline.h), ATen's thread pool for the elementwise loops.
 
 #include <ATen/Parallel.h>
 
@@ -9,6 +10,7 @@
 #include <cstdint>
 
 #include "../generic/backend.h"
+#include "eigenbasis_pipeline.h"
 #include "sym_eig_kernel.h"
 
 namespace matbp::ops::cpu {
@@ -19,6 +21,16 @@ struct CpuBackend {
   static EigenResult sym_eig64(const at::Tensor& A, const char* op, const char* arg) {
     auto [L, V] = sym_eig_solve(A, at::kDouble, op, arg);
     return {L, V, at::Tensor(), at::Tensor()};
+  }
+
+  template <typename Inner>
+  static EigenbasisProduct eigenbasis_sandwich(const at::Tensor& G, const at::Tensor& V64,
+                                               Rotation rotation, const Inner& inner) {
+    return eigenbasis_sandwich_cpu(G, V64, rotation, inner);
+  }
+
+  static EigenbasisProduct eigen_compose(const at::Tensor& V64, const at::Tensor& d64) {
+    return eigen_compose_cpu(V64, d64);
   }
 
   template <typename F>

@@ -12,6 +12,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <vector>
+
+#include "small_gemm.h"
 
 extern "C" {
 void dsyevd_(const char* jobz, const char* uplo, const int* n, double* a, const int* lda,
@@ -108,10 +111,24 @@ inline int lapack_qr_workspace(int m, int n) {
 // Row-major C (rows x cols) = alpha op(A) op(B) + beta C, op(A) rows x inner.
 // A row-major matrix is its transpose to column-major BLAS, so this is
 // C^T = op(B)^T op(A)^T there, with the same transpose flags.
+// Small products (small_gemm_preferred) go to small_gemm, op(B) = B^T
+// through a transposed copy.
 inline void gemm_row_major(bool trans_a, bool trans_b, int rows, int cols, int inner, double alpha,
                            const double* A, int lda, const double* B, int ldb, double beta,
                            double* C, int ldc) {
   if (rows == 0 || cols == 0) return;
+  if (alpha == 1.0 && (beta == 0.0 || beta == 1.0) && small_gemm_preferred(rows, cols, inner)) {
+    if (trans_b) {
+      thread_local std::vector<double> transposed;
+      transposed.resize(size_t(inner) * cols);
+      for (int j = 0; j < cols; ++j)
+        for (int k = 0; k < inner; ++k) transposed[size_t(k) * cols + j] = B[size_t(j) * ldb + k];
+      B = transposed.data();
+      ldb = cols;
+    }
+    small_gemm(trans_a, beta == 1.0, rows, cols, inner, A, lda, B, ldb, C, ldc);
+    return;
+  }
   const char ta = trans_a ? 'T' : 'N';
   const char tb = trans_b ? 'T' : 'N';
   dgemm_(&tb, &ta, &cols, &rows, &inner, &alpha, B, &ldb, A, &lda, &beta, C, &ldc);

@@ -27,6 +27,7 @@
 #include "batch_loops.h"
 #include "cpu_backend.h"
 #include "lapack.h"
+#include "sym_eig_solver.h"
 #include "../low_precision.h"
 
 namespace matbp::ops::cpu {
@@ -65,20 +66,9 @@ void refine_small_gram_eigenvalues(const double* x, int64_t m, int64_t d, const 
   }
 }
 
-// Per-matrix helpers of the fused pipelines below: float32 data is widened
-// into a thread buffer, float64 data used in place; results are written
-// directly when the output is float64, else through a buffer.
-template <typename scalar_t>
-const double* as_double(const scalar_t* src, int64_t count, std::vector<double>& buffer) {
-  if constexpr (std::is_same_v<scalar_t, double>) {
-    return src;
-  } else {
-    buffer.resize(count);
-    for (int64_t e = 0; e < count; ++e) buffer[e] = static_cast<double>(src[e]);
-    return buffer.data();
-  }
-}
-
+// Per-matrix helpers of the fused pipelines below: results are written
+// directly when the output is float64, else through a buffer (as_double,
+// batch_loops.h, reads the inputs).
 template <typename out_t>
 double* output_buffer(out_t* dst, int64_t count, std::vector<double>& buffer) {
   if constexpr (std::is_same_v<out_t, double>) {
@@ -96,64 +86,119 @@ void store_output(const double* src, int64_t count, out_t* dst) {
   }
 }
 
-// The Gram eigendecomposition of one matrix, k = m (X X^T, rows_path) or
-// k = d (X^T X): formed with BLAS, checked finite (an overflowing Gram matrix
-// must not reach LAPACK), decomposed by dsyevd, small eigenvalues refined.
-// The eigenvectors land in v (k, k) row-major, as columns; transposed() is
-// the same matrix transposed (LAPACK's column-major output read row-major).
+// The Gram eigendecompositions of up to width() matrices at once, k = m
+// (X X^T, rows_path) or k = d (X^T X): each formed with BLAS, checked finite
+// (an overflowing Gram matrix must not reach the solver), decomposed by the
+// CPU eigensolver (sym_eig_solver.h: kQlLanes matrices per call for small k,
+// LAPACK one at a time above), its small eigenvalues refined. The
+// eigenvectors land in v[q] (k, k) row-major, as columns; transposed(q) is
+// the same matrix transposed (the solver's rows).
 class GramEigen {
  public:
-  GramEigen(int k, const LapackWorkspace& ws)
-      : k_(k), ws_(ws), gram_(int64_t(k) * k), work_(ws.lwork), iwork_(ws.liwork) {}
+  explicit GramEigen(int k)
+      : k_(k), solver_(k), gram_(int64_t(solver_.width()) * k * k), a_(solver_.width()),
+        w_(solver_.width()), slot_(solver_.width()) {}
 
-  bool decompose(const double* x, int m, int d, bool rows_path, double* s, double* v) {
-    if (rows_path) {
-      gemm_symmetric_result(false, true, m, d, x, d, x, d, gram_.data(), m);
-    } else {
-      gemm_symmetric_result(true, false, d, m, x, d, x, d, gram_.data(), d);
+  int width() const { return solver_.width(); }
+
+  // Matrices x[q] (m, d) row-major, q < count <= width(): s[q] (k) and v[q].
+  // Returns the bit mask of the matrices whose Gram matrix overflowed or on
+  // which the solver failed.
+  unsigned decompose(int count, const double* const* x, int m, int d, bool rows_path,
+                     double* const* s, double* const* v) {
+    const int64_t kk = int64_t(k_) * k_;
+    unsigned failed = 0;
+    int packed = 0;
+    for (int q = 0; q < count; ++q) {
+      double* gram = gram_.data() + q * kk;
+      if (rows_path) {
+        gemm_symmetric_result(false, true, m, d, x[q], d, x[q], d, gram, m);
+      } else {
+        gemm_symmetric_result(true, false, d, m, x[q], d, x[q], d, gram, d);
+      }
+      if (!all_finite(gram, kk)) {
+        failed |= 1u << q;
+        continue;
+      }
+      a_[packed] = gram;
+      w_[packed] = s[q];
+      slot_[packed++] = q;
     }
-    for (double g : gram_)
-      if (!std::isfinite(g)) return false;
-    int info = 0;
-    lapack_syevd(k_, gram_.data(), s, work_.data(), ws_.lwork, iwork_.data(), ws_.liwork, &info);
-    if (info != 0) return false;
-    for (int i = 0; i < k_; ++i)
-      for (int j = 0; j < k_; ++j) v[int64_t(i) * k_ + j] = gram_[int64_t(j) * k_ + i];
-    refine_small_gram_eigenvalues(x, m, d, v, k_, s, rows_path);
-    return true;
+    const unsigned not_converged = solver_.decompose(packed, a_.data(), w_.data());
+    for (int p = 0; p < packed; ++p) {
+      const int q = slot_[p];
+      if (not_converged & (1u << p)) {
+        failed |= 1u << q;
+        continue;
+      }
+      transpose_into(a_[p], k_, v[q]);
+      refine_small_gram_eigenvalues(x[q], m, d, v[q], k_, s[q], rows_path);
+    }
+    return failed;
   }
 
-  const double* transposed() const { return gram_.data(); }
+  const double* transposed(int q) const { return gram_.data() + int64_t(q) * k_ * k_; }
 
  private:
   int k_;
-  LapackWorkspace ws_;
-  std::vector<double> gram_, work_;
-  std::vector<int> iwork_;
+  SymEigSolver solver_;
+  std::vector<double> gram_;
+  std::vector<double*> a_, w_;
+  std::vector<int> slot_;
 };
 
-// The rows path, one matrix after another on each thread with buffers that
-// stay in cache: no batch-sized temporaries, so no page faults and no passes
-// over memory between the GEMMs (BLAS runs single-threaded inside).
+// The Gram eigendecompositions of one thread's share [begin, end) of the
+// batch, a pack (GramEigen::width() matrices) at a time, into s_out and u_out
+// (k = m on the rows path, d on the cols path), each input widened to float64
+// (in place for float64 data); then body(b, x, s, u, ut) for every matrix b
+// that decomposed: x its float64 data, s its eigenvalues, u its
+// eigenvectors as columns, ut the same transposed. The others go to `failed`.
+template <typename scalar_t, typename Body>
+void for_each_gram_eigen(const scalar_t* x_in, int64_t begin, int64_t end, int m, int d,
+                         bool rows_path, double* s_out, double* u_out, FirstFailure& failed,
+                         const Body& body) {
+  const int k = rows_path ? m : d;
+  const int64_t md = int64_t(m) * d;
+  GramEigen eig(k);
+  const int width = eig.width();
+  std::vector<std::vector<double>> buffers(width);
+  std::vector<const double*> x(width);
+  std::vector<double*> s(width), u(width);
+  for (int64_t b0 = begin; b0 < end; b0 += width) {
+    const int count = static_cast<int>(std::min<int64_t>(width, end - b0));
+    for (int q = 0; q < count; ++q) {
+      const int64_t b = b0 + q;
+      x[q] = as_double(x_in + b * md, md, buffers[q]);
+      s[q] = s_out + b * k;
+      u[q] = u_out + b * int64_t(k) * k;
+    }
+    const unsigned bad = eig.decompose(count, x.data(), m, d, rows_path, s.data(), u.data());
+    for (int q = 0; q < count; ++q) {
+      if (bad & (1u << q)) {
+        failed.record(b0 + q);
+        continue;
+      }
+      body(b0 + q, x[q], s[q], u[q], eig.transposed(q));
+    }
+  }
+}
+
+// The rows path, one pack of matrices after another on each thread with
+// buffers that stay in cache: no batch-sized temporaries, so no page faults
+// and no passes over memory between the GEMMs.
 template <typename scalar_t>
 void o2p_rows_forward(const scalar_t* x_in, int64_t batch, int m, int d, double eps, scalar_t* c_out,
                       double* s_out, double* u_out, double* y_out, FirstFailure& failed) {
-  const auto ws = lapack_syevd_workspace(m);
   const double log_eps = std::log(eps);
   const int64_t md = int64_t(m) * d, dd = int64_t(d) * d;
   at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
-    GramEigen eig(m, ws);
-    std::vector<double> x, c, hy(md);
-    for (int64_t b = begin; b < end; ++b) {
-      const double* xb = as_double(x_in + b * md, md, x);
-      double* s = s_out + b * m;
+    std::vector<double> c, hy(md);
+    for_each_gram_eigen(x_in, begin, end, m, d, /*rows_path=*/true, s_out, u_out, failed,
+                        [&](int64_t b, const double* xb, const double* s, const double*,
+                            const double* ut) {
       double* y = y_out + b * md;
-      if (!eig.decompose(xb, m, d, /*rows_path=*/true, s, u_out + b * int64_t(m) * m)) {
-        failed.record(b);
-        continue;
-      }
       // Y = U^T X, C = Y^T diag(h) Y + log(eps) I.
-      gemm_row_major(false, false, m, d, m, 1.0, eig.transposed(), m, xb, d, 0.0, y, d);
+      gemm_row_major(false, false, m, d, m, 1.0, ut, m, xb, d, 0.0, y, d);
       for (int i = 0; i < m; ++i) {
         // Rows along numerically null directions are noise: zero, as s is.
         if (s[i] == 0.0) std::fill(y + int64_t(i) * d, y + int64_t(i + 1) * d, 0.0);
@@ -164,35 +209,28 @@ void o2p_rows_forward(const scalar_t* x_in, int64_t batch, int m, int d, double 
       gemm_symmetric_result(true, false, d, m, y, d, hy.data(), d, cb, d);
       for (int i = 0; i < d; ++i) cb[int64_t(i) * d + i] += log_eps;
       store_output(cb, dd, c_out + b * dd);
-    }
+    });
   });
 }
 
-// The cols path (m >= d), one matrix at a time in cache like the rows path:
+// The cols path (m >= d), in packs in cache like the rows path:
 // X^T X = U diag(s) U^T, C = U diag(log(eps + s)) U^T.
 template <typename scalar_t>
 void o2p_cols_forward(const scalar_t* x_in, int64_t batch, int m, int d, double eps,
                       scalar_t* c_out, double* s_out, double* u_out, FirstFailure& failed) {
-  const auto ws = lapack_syevd_workspace(d);
-  const int64_t md = int64_t(m) * d, dd = int64_t(d) * d;
+  const int64_t dd = int64_t(d) * d;
   at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
-    GramEigen eig(d, ws);
-    std::vector<double> x, c, ul(dd);
-    for (int64_t b = begin; b < end; ++b) {
-      const double* xb = as_double(x_in + b * md, md, x);
-      double* s = s_out + b * d;
-      double* u = u_out + b * dd;
-      if (!eig.decompose(xb, m, d, /*rows_path=*/false, s, u)) {
-        failed.record(b);
-        continue;
-      }
+    std::vector<double> c, ul(dd);
+    for_each_gram_eigen(x_in, begin, end, m, d, /*rows_path=*/false, s_out, u_out, failed,
+                        [&](int64_t b, const double*, const double* s, const double* u,
+                            const double*) {
       for (int i = 0; i < d; ++i)
         for (int j = 0; j < d; ++j)
           ul[int64_t(i) * d + j] = u[int64_t(i) * d + j] * math::o2p_log_eigenvalue(s[j], eps);
       double* cb = output_buffer(c_out + b * dd, dd, c);
       gemm_symmetric_result(false, true, d, d, ul.data(), d, u, d, cb, d);
       store_output(cb, dd, c_out + b * dd);
-    }
+    });
   });
 }
 
@@ -276,7 +314,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> o2p_log_with_eig_cpu(
       C.diagonal(0, -2, -1).fill_(std::log(eps));
     }
     TORCH_CHECK(!failed.any(), kOp, ": the Gram matrix X X^T of matrix ", failed.index(),
-                " of the flattened batch overflows or LAPACK dsyevd failed on it");
+                " of the flattened batch overflows or the eigensolver failed on it");
     return {C, S, U, Y};
   }
   const auto Xc = X.contiguous();
@@ -293,7 +331,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> o2p_log_with_eig_cpu(
     });
   }
   TORCH_CHECK(!failed.any(), kOp, ": the Gram matrix X^T X of matrix ", failed.index(),
-              " of the flattened batch overflows or LAPACK dsyevd failed on it");
+              " of the flattened batch overflows or the eigensolver failed on it");
   return {C, S, U, at::empty(with_trailing(X, {0, d}), S.options())};
 }
 

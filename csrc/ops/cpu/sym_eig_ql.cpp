@@ -10,15 +10,7 @@
 #include <cfloat>
 #include <cmath>
 
-// The wheel is built for baseline x86-64 (two doubles per SSE2 register);
-// these loops run several times faster in AVX2 or AVX-512 registers, so the
-// function is compiled for each and the loader picks the machine's.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
-#define MATBP_SIMD_CLONES \
-  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define MATBP_SIMD_CLONES
-#endif
+#include "simd_clones.h"
 
 #define FOR_LANES _Pragma("omp simd") for (int q = 0; q < kQlLanes; ++q)
 
@@ -198,53 +190,42 @@ struct Pack {
   }
 }
 
-// Applies the chase's rotations, i = hi - 1 down to lo, to rows lo..hi of z
-// (z <- G^T z): column by column, the row between two rotations carried in
-// a register, so each rotation costs one load and one store per element
-// instead of two of each; kColumns columns at once hide the carried chain's
-// latency.
+// Applies the chase's rotations, i = hi - 1 down to lo, to rows lo..hi of
+// columns k0 .. k0 + Columns of z (z <- G^T z): the row between two
+// rotations carried in a register, so each rotation costs one load and one
+// store per element instead of two of each.
+template <int Columns>
+[[gnu::always_inline]] inline void rotate_column_block(const Pack& s, int k0, int lo, int hi,
+                                                       const double* rot_c, const double* rot_s) {
+  const int64_t row = int64_t(s.n) * W;
+  double carry[Columns][W];
+  const double* top = s.Z(hi, k0);
+  for (int c = 0; c < Columns; ++c) FOR_LANES carry[c][q] = top[c * W + q];
+  for (int i = hi - 1; i >= lo; --i) {
+    const double* ci = rot_c + int64_t(i) * W;
+    const double* si = rot_s + int64_t(i) * W;
+    double* zi = s.Z(i, k0);
+    for (int c = 0; c < Columns; ++c) {
+      FOR_LANES {
+        const double x = zi[c * W + q];
+        zi[row + c * W + q] = si[q] * x + ci[q] * carry[c][q];
+        carry[c][q] = ci[q] * x - si[q] * carry[c][q];
+      }
+    }
+  }
+  double* bottom = s.Z(lo, k0);
+  for (int c = 0; c < Columns; ++c) FOR_LANES bottom[c * W + q] = carry[c][q];
+}
+
+// The rotations on every column of z, four columns at a time (which hides
+// the carried chain's latency), the last n mod 4 one by one.
 [[gnu::always_inline]] inline void rotate_rows(const Pack& s, int lo, int hi, const double* rot_c,
                                                const double* rot_s) {
   constexpr int kColumns = 4;
-  const int n = s.n;
-  const int64_t row = int64_t(n) * W;
   int k0 = 0;
-  for (; k0 + kColumns <= n; k0 += kColumns) {
-    double carry[kColumns][W];
-    double* top = s.Z(hi, k0);
-    for (int c = 0; c < kColumns; ++c) FOR_LANES carry[c][q] = top[c * W + q];
-    for (int i = hi - 1; i >= lo; --i) {
-      const double* ci = rot_c + int64_t(i) * W;
-      const double* si = rot_s + int64_t(i) * W;
-      double* zi = s.Z(i, k0);
-      for (int c = 0; c < kColumns; ++c) {
-        FOR_LANES {
-          const double x = zi[c * W + q];
-          zi[row + c * W + q] = si[q] * x + ci[q] * carry[c][q];
-          carry[c][q] = ci[q] * x - si[q] * carry[c][q];
-        }
-      }
-    }
-    double* bottom = s.Z(lo, k0);
-    for (int c = 0; c < kColumns; ++c) FOR_LANES bottom[c * W + q] = carry[c][q];
-  }
-  for (; k0 < n; ++k0) {
-    double carry[W];
-    const double* top = s.Z(hi, k0);
-    FOR_LANES carry[q] = top[q];
-    for (int i = hi - 1; i >= lo; --i) {
-      const double* ci = rot_c + int64_t(i) * W;
-      const double* si = rot_s + int64_t(i) * W;
-      double* zi = s.Z(i, k0);
-      FOR_LANES {
-        const double x = zi[q];
-        zi[row + q] = si[q] * x + ci[q] * carry[q];
-        carry[q] = ci[q] * x - si[q] * carry[q];
-      }
-    }
-    double* bottom = s.Z(lo, k0);
-    FOR_LANES bottom[q] = carry[q];
-  }
+  for (; k0 + kColumns <= s.n; k0 += kColumns)
+    rotate_column_block<kColumns>(s, k0, lo, hi, rot_c, rot_s);
+  for (; k0 < s.n; ++k0) rotate_column_block<1>(s, k0, lo, hi, rot_c, rot_s);
 }
 
 // Implicit QL with Wilkinson shifts on d, e. Each lane works through its

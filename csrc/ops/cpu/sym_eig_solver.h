@@ -9,9 +9,10 @@
 // forward with the default choice ("sym_eig fwd") and held to LAPACK
 // ("sym_eig fwd lapack", MATBP_QL_MAX_N=0) against the same torch.linalg.eigh
 // in one process (bench/results/sym_eig_cpu.md). On the 2-core AMD EPYC
-// (AVX-512) build machine, float64, B = 256, one thread, sym_eig_ql / dsyevd
-// came to 0.35 at n = 8, 0.40 at 16, 0.42 at 32, 0.92 at 64 (two threads:
-// 0.40, 0.44, 0.48, 0.74). Timed on its own at n = 128, the solver took
+// (AVX-512) build machine, float64, B = 256, one thread, matbp/torch came to
+// 0.33 at n = 8, 0.42 at 16, 0.49 at 32, 0.66 at 64 with sym_eig_ql and
+// 1.01, 0.99, 1.01, 0.97 held to dsyevd (two threads: 0.18, 0.23, 0.22, 0.39
+// against 0.54, 0.64, 0.49, 0.64). Timed on its own at n = 128, the solver took
 // 1.9-2.3 ms per matrix where torch.linalg.eigh takes 1.24 ms: QL's
 // rotations cost about 8 n^3 against divide and conquer's GEMMs.
 // MATBP_QL_MAX_N (0 = LAPACK always) moves the crossover, to measure it on

@@ -56,6 +56,16 @@ struct CudaBackend {
     return sym_eig_cusolver(A, op, arg);
   }
 
+  template <typename Inner>
+  static EigenbasisProduct eigenbasis_sandwich(const at::Tensor& G, const at::Tensor& V64,
+                                               Rotation rotation, const Inner& inner) {
+    return batched_eigenbasis_sandwich<CudaBackend>(G, V64, rotation, inner);
+  }
+
+  static EigenbasisProduct eigen_compose(const at::Tensor& V64, const at::Tensor& d64) {
+    return batched_eigen_compose(V64, d64);
+  }
+
   template <typename F>
   static void for_each(int64_t count, const F& f) {
     if (count <= 0) return;

@@ -18,6 +18,13 @@
 //   template <class F> static void for_each_pair(int64_t batch, int64_t n, const F& f);
 //       f(b, i, j) for every matrix b and 0 <= i <= j < n, concurrently: f
 //       owns entries (i, j) and (j, i) of matrix b.
+//   template <class Inner> static EigenbasisProduct eigenbasis_sandwich(
+//       const at::Tensor& G, const at::Tensor& V64, Rotation rotation, Inner inner);
+//       V inner(V^T G [V]) V^T per matrix (below).
+//   static EigenbasisProduct eigen_compose(const at::Tensor& V64, const at::Tensor& d64);
+//       V diag(d) V^T per matrix.
+// The last two have batch-wide forms here (the CUDA backend's); the CPU runs
+// them one matrix at a time in cache (cpu/eigenbasis_pipeline.h).
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
@@ -48,6 +55,46 @@ inline int64_t batch_count(const at::Tensor& t) {
   int64_t count = 1;
   for (int64_t d = 0; d + 2 < t.dim(); ++d) count *= t.size(d);
   return count;
+}
+
+// The products of an eigenbasis V that the backwards (and sym_fn's and
+// projector's forwards) are made of. result: float64 (*, n, n), contiguous.
+// finite: the backend has seen every entry of result finite (the CPU checks
+// each matrix while it is in cache), so no overflow check need read it
+// again; false where that is not known.
+struct EigenbasisProduct {
+  at::Tensor result;
+  bool finite;
+};
+
+// Which side of G the eigenbasis rotates before `inner` transforms it.
+enum class Rotation {
+  Left,  // V^T G (sym_eig's backward: G = gV)
+  Both,  // V^T G V
+};
+
+// Backend::eigenbasis_sandwich, batch-wide: M = V^T G [V], inner(M) in place,
+// then V M V^T. G (*, n, n) of any floating dtype, V64 float64. inner is a
+// for_each_pair functor with members `double* m` (the matrices it
+// transforms) and `int64_t stride` (elements between them; the per-matrix
+// CPU pipeline sets 0 and points m at one matrix in cache), both set here.
+template <typename Backend, typename Inner>
+EigenbasisProduct batched_eigenbasis_sandwich(const at::Tensor& G, const at::Tensor& V64,
+                                              Rotation rotation, Inner inner) {
+  const auto Vt = V64.mT();
+  auto m = at::matmul(Vt, G.to(at::kDouble));
+  if (rotation == Rotation::Both) m = at::matmul(m, V64);
+  m = m.contiguous();
+  const int64_t n = V64.size(-1);
+  inner.m = m.data_ptr<double>();
+  inner.stride = n * n;
+  Backend::for_each_pair(batch_count(m), n, inner);
+  return {at::matmul(at::matmul(V64, m), Vt).contiguous(), false};
+}
+
+// Backend::eigen_compose, batch-wide: V diag(d) V^T, d (*, n) float64.
+inline EigenbasisProduct batched_eigen_compose(const at::Tensor& V64, const at::Tensor& d64) {
+  return {at::matmul(V64 * d64.unsqueeze(-2), V64.mT()).contiguous(), false};
 }
 
 // Per-matrix failures found on the device (ok: bool (B,), undefined = none
@@ -130,6 +177,14 @@ void report_overflow(const at::Tensor& result, std::initializer_list<at::Tensor>
     return std::string(op) + ": the gradient of matrix " + std::to_string(b) +
            " of the flattened batch overflows float64";
   });
+}
+
+// report_overflow for an EigenbasisProduct: nothing to read again when the
+// backend has seen its result finite.
+template <typename Backend>
+void report_overflow(const EigenbasisProduct& product, std::initializer_list<at::Tensor> incoming,
+                     int64_t batch, const char* op) {
+  if (!product.finite) report_overflow<Backend>(product.result, incoming, batch, op);
 }
 
 }  // namespace matbp::ops

@@ -26,13 +26,15 @@ MATBP_HOST_DEVICE inline double eig_tie_tolerance(const double* l, int64_t n) {
 }
 
 // In place on M = V^T gF V: K o sym(M) for a symmetric weight K_ij = w(b, i, j).
+// m and stride: as batched_eigenbasis_sandwich sets them (generic/backend.h).
 template <typename Weight>
 struct WeightedSymmetricPart {
   double* m;
+  int64_t stride;
   int64_t n;
   Weight weight;
   MATBP_HOST_DEVICE void operator()(int64_t b, int64_t i, int64_t j) const {
-    double* mb = m + b * n * n;
+    double* mb = m + b * stride;
     // A zero entry stays zero even where the weight overflows (1/lambda at a
     // subnormal eigenvalue): Inf * 0 would poison the whole matrix with NaN.
     if (i == j) {
@@ -48,13 +50,10 @@ struct WeightedSymmetricPart {
 
 // gA = V (K o sym(V^T gF V)) V^T, K symmetric.
 template <typename Backend, typename Weight>
-at::Tensor eigenbasis_backward(const at::Tensor& gF64, const at::Tensor& V64, const Weight& weight) {
-  const auto Vt = V64.mT();
-  auto inner = at::matmul(at::matmul(Vt, gF64), V64).contiguous();
-  const int64_t n = V64.size(-1);
-  Backend::for_each_pair(batch_count(inner), n,
-                         WeightedSymmetricPart<Weight>{inner.data_ptr<double>(), n, weight});
-  return at::matmul(at::matmul(V64, inner), V64.mT());
+EigenbasisProduct eigenbasis_backward(const at::Tensor& gF, const at::Tensor& V64,
+                                      const Weight& weight) {
+  return Backend::eigenbasis_sandwich(
+      gF, V64, Rotation::Both, WeightedSymmetricPart<Weight>{nullptr, 0, V64.size(-1), weight});
 }
 
 // Fills K_ij = K_ji = w(b, i, j) for a symmetric weight (the first divided

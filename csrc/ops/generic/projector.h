@@ -69,7 +69,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> projector_with_eig(const at::Tens
   const EigenResult eig = Backend::sym_eig64(A, op, "A");
   const auto tol = rank_tolerances(eig.L, rtol, op);
   const auto mask = (eig.L.abs() > tol.unsqueeze(-1)).to(at::kDouble);
-  auto P = at::matmul(eig.V * mask.unsqueeze(-2), eig.V.mT()).to(A.scalar_type());
+  auto P = Backend::eigen_compose(eig.V, mask).result.to(A.scalar_type());
   const bool raise = raises_on_failure<Backend>();
   report_decomposition_failures(eig.finite, eig.converged, raise, {P, eig.L, eig.V}, op, "A",
                                 "the eigensolver");
@@ -86,9 +86,9 @@ at::Tensor projector_backward(const at::Tensor& gP, const at::Tensor& L, const a
   const auto L64 = L.to(at::kDouble).contiguous();
   const auto tol = rank_tolerances(L64, rtol, op);
   return eigenbasis_backward<Backend>(
-             gP.to(at::kDouble), V.to(at::kDouble),
+             gP, V.to(at::kDouble),
              ProjectorWeight{L64.data_ptr<double>(), tol.data_ptr<double>(), V.size(-1)})
-      .to(gP.scalar_type());
+      .result.to(gP.scalar_type());
 }
 
 // The projector's second derivative D^2 Pi(A)[G, H] at locally constant rank,

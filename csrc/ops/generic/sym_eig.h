@@ -21,13 +21,15 @@ namespace matbp::ops::generic {
 
 // In place on M = V^T gV (B, n, n): the inner EIG adjoint F o skew(M) off the
 // diagonal (symmetric), gL on it.
+// m and stride: as batched_eigenbasis_sandwich sets them (generic/backend.h).
 struct EigAdjointInner {
   double* m;
+  int64_t stride;
   const double* lam;
   const double* gl;  // may be null: no gL
   int64_t n;
   MATBP_HOST_DEVICE void operator()(int64_t b, int64_t i, int64_t j) const {
-    double* mb = m + b * n * n;
+    double* mb = m + b * stride;
     const double* l = lam + b * n;
     if (i == j) {
       mb[i * n + i] = gl != nullptr ? gl[b * n + i] : 0.0;
@@ -64,20 +66,20 @@ at::Tensor sym_eig_backward(const std::optional<at::Tensor>& gL,
     return at::zeros_like(V, at::MemoryFormat::Contiguous);
   }
   const auto V64 = V.to(at::kDouble);
-  const auto Vt = V64.mT();
   if (!has_gV) {
-    return at::matmul(V64 * gL->to(at::kDouble).unsqueeze(-2), Vt).to(V.scalar_type());
+    const auto product = Backend::eigen_compose(V64, gL->to(at::kDouble).contiguous());
+    report_overflow<Backend>(product, {*gL}, batch_count(V), op);
+    return product.result.to(V.scalar_type());
   }
   const auto L64 = L.to(at::kDouble).contiguous();
   const auto gL64 = has_gL ? gL->to(at::kDouble).contiguous() : at::Tensor();
-  auto inner = at::matmul(Vt, gV->to(at::kDouble)).contiguous();
-  const int64_t n = V.size(-1), batch = batch_count(inner);
-  Backend::for_each_pair(batch, n,
-                         EigAdjointInner{inner.data_ptr<double>(), L64.data_ptr<double>(),
-                                         has_gL ? gL64.data_ptr<double>() : nullptr, n});
-  auto gA = at::matmul(at::matmul(V64, inner), Vt).contiguous();
-  report_overflow<Backend>(gA, {gL64, *gV}, batch, op);
-  return gA.to(V.scalar_type());
+  const int64_t n = V.size(-1);
+  const auto gA = Backend::eigenbasis_sandwich(
+      *gV, V64, Rotation::Left,
+      EigAdjointInner{nullptr, 0, L64.data_ptr<double>(), has_gL ? gL64.data_ptr<double>() : nullptr,
+                      n});
+  report_overflow<Backend>(gA, {gL64, *gV}, batch_count(V), op);
+  return gA.result.to(V.scalar_type());
 }
 
 }  // namespace matbp::ops::generic

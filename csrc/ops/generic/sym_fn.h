@@ -214,10 +214,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sym_fn_with_eig(const at::Tensor&
   Backend::for_each(batch * n, SpectralValues{eig.L.data_ptr<double>(), L.data_ptr<double>(),
                                               fL.data_ptr<double>(), outside.data_ptr<bool>(), n,
                                               fn, p, input_unit_roundoff(A)});
-  const auto F64 = at::matmul(eig.V * fL.unsqueeze(-2), eig.V.mT());
-  // f(A) beyond float64 (exp of 800, large |p|): an error, not Inf mixed with NaN.
-  const auto representable = at::isfinite(F64).reshape({batch, -1}).all(1);
-  auto F = F64.to(A.scalar_type()).contiguous();
+  const auto F64 = Backend::eigen_compose(eig.V, fL);
+  auto F = F64.result.to(A.scalar_type()).contiguous();
   const bool raise = raises_on_failure<Backend>();
   report_decomposition_failures(eig.finite, eig.converged, raise, {F, L, eig.V}, op, "A",
                                 "the eigensolver");
@@ -229,6 +227,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sym_fn_with_eig(const at::Tensor&
            std::to_string(b) + " of the flattened batch of 'A': " + spectral_domain(fn, p) +
            ", but its eigenvalues are " + format_values(eig.L.reshape({batch, n})[b]);
   });
+  if (F64.finite) return {F, L, eig.V};
+  // f(A) beyond float64 (exp of 800, large |p|): an error, not Inf mixed with NaN.
+  const auto representable = at::isfinite(F64.result).reshape({batch, -1}).all(1);
   const auto checked = in_domain.logical_and(eig.finite.defined() ? eig.finite : in_domain);
   report_failures(representable.logical_or(checked.logical_not()), raise, {F, L, eig.V},
                   [&](int64_t b) {
@@ -249,13 +250,10 @@ at::Tensor sym_fn_backward(const at::Tensor& gF, const at::Tensor& L, const at::
   check_eigenbasis_backward_arguments(gF, "gF", L, V, op);
   if (V.numel() == 0) return at::zeros(V.sizes(), gF.options());
   const auto L64 = L.to(at::kDouble).contiguous();
-  const auto G64 = gF.to(at::kDouble);
   const auto gA = eigenbasis_backward<Backend>(
-                      G64, V.to(at::kDouble),
-                      SpectralWeight{L64.data_ptr<double>(), V.size(-1), fn, p})
-                      .contiguous();
-  report_overflow<Backend>(gA, {G64}, batch_count(V), op);
-  return gA.to(gF.scalar_type());
+      gF, V.to(at::kDouble), SpectralWeight{L64.data_ptr<double>(), V.size(-1), fn, p});
+  report_overflow<Backend>(gA, {gF}, batch_count(V), op);
+  return gA.result.to(gF.scalar_type());
 }
 
 // D^2 f(A)[G, H], the second Fréchet derivative (symmetric in G and H) from
