@@ -41,6 +41,18 @@ struct ReferenceBackend {
     return {L.contiguous(), V.contiguous(), finite, at::ones_like(finite)};
   }
 
+  // The batch-wide forms the CUDA backend uses, run here on the CPU.
+  template <typename Inner>
+  static matbp::ops::EigenbasisProduct eigenbasis_sandwich(const Tensor& G, const Tensor& V64,
+                                                           matbp::ops::Rotation rotation,
+                                                           const Inner& inner) {
+    return matbp::ops::batched_eigenbasis_sandwich<ReferenceBackend>(G, V64, rotation, inner);
+  }
+
+  static matbp::ops::EigenbasisProduct eigen_compose(const Tensor& V64, const Tensor& d64) {
+    return matbp::ops::batched_eigen_compose(V64, d64);
+  }
+
   template <typename F>
   static void for_each(int64_t count, const F& f) {
     for (int64_t idx = 0; idx < count; ++idx) f(idx);
@@ -125,6 +137,47 @@ TEST(GenericOpsFailures, NonFiniteMatrixIsPoisonedNotRaised) {
     matbp::ops::report_failures(ok, true, {out}, [](int64_t b) { return "failed " + std::to_string(b); });
   } catch (const c10::Error& e) {
     EXPECT_NE(std::string(e.what()).find("failed 1"), std::string::npos);
+  }
+}
+
+// The eigenbasis products batch-wide (batched_eigenbasis_sandwich and
+// batched_eigen_compose, as CUDA runs them) against the CPU's per-matrix
+// pipelines (the operators), from the same decomposition: the backwards of
+// sym_fn, sym_eig (gL and gV, each alone) and projector, and the forwards
+// of sym_fn and projector, with a float32 incoming gradient.
+TEST(GenericOpsEigenbasis, BatchWideProductsMatchThePerMatrixPipelines) {
+  namespace gen = matbp::ops::generic;
+  at::manual_seed(2);
+  for (int64_t n : {1, 5, 13, 40}) {
+    const auto X = at::randn({4, n, n}, at::kDouble);
+    const auto A = at::matmul(X, X.mT()) / double(n) + 0.5 * at::eye(n, at::kDouble);
+    const auto G = at::randn({4, n, n}, at::kDouble);
+    const auto gL = at::randn({4, n}, at::kDouble);
+    auto [F, L, V] = gen::sym_fn_with_eig<ReferenceBackend>(A, "log", 1.0);
+    auto [Fc, Lc, Vc] = matbp::sym_fn_with_eig(A, "log", 1.0);
+    EXPECT_LT(max_abs_diff(F, Fc), 1e-13) << n;
+    // One decomposition (the CPU's) for both, so eigenvector signs agree.
+    for (const auto& g : {G, G.to(at::kFloat)}) {
+      const auto got = gen::sym_fn_backward<ReferenceBackend>(g, Lc, Vc, "log", 1.0);
+      const auto want = matbp::sym_fn_backward(g, Lc, Vc, "log", 1.0);
+      EXPECT_EQ(got.scalar_type(), g.scalar_type());
+      EXPECT_LT(max_abs_diff(got, want), 1e-12 * want.abs().max().item<double>() + 1e-30) << n;
+    }
+    const std::optional<Tensor> none;
+    for (const auto& [l, v] : {std::make_pair(std::optional<Tensor>(gL), std::optional<Tensor>(G)),
+                               std::make_pair(none, std::optional<Tensor>(G)),
+                               std::make_pair(std::optional<Tensor>(gL), none)}) {
+      const auto got = gen::sym_eig_backward<ReferenceBackend>(l, v, Lc, Vc);
+      const auto want = matbp::sym_eig_backward(l, v, Lc, Vc);
+      EXPECT_LT(max_abs_diff(got, want), 1e-11 * want.abs().max().item<double>() + 1e-30) << n;
+    }
+    const auto R = at::matmul(X.narrow(-1, 0, (n + 1) / 2), X.narrow(-1, 0, (n + 1) / 2).mT());
+    auto [P, PL, PV] = gen::projector_with_eig<ReferenceBackend>(R, std::nullopt);
+    auto [Pc, PLc, PVc] = matbp::projector_with_eig(R, std::nullopt);
+    EXPECT_LT(max_abs_diff(P, Pc), 1e-12) << n;
+    const auto got = gen::projector_backward<ReferenceBackend>(G, PLc, PVc, std::nullopt);
+    const auto want = matbp::projector_backward(G, PLc, PVc, std::nullopt);
+    EXPECT_LT(max_abs_diff(got, want), 1e-10 * want.abs().max().item<double>() + 1e-30) << n;
   }
 }
 
