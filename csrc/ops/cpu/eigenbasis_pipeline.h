@@ -12,9 +12,7 @@
 #include <ATen/Parallel.h>
 
 #include <atomic>
-#include <cmath>
 #include <cstdint>
-#include <type_traits>
 #include <vector>
 
 #include "../generic/backend.h"
@@ -75,9 +73,7 @@ bool eigenbasis_sandwich_cpu(const scalar_t* g_in, const double* v_in, double* o
 template <typename Inner>
 EigenbasisProduct eigenbasis_sandwich_cpu(const at::Tensor& G, const at::Tensor& V64,
                                           Rotation rotation, const Inner& inner) {
-  const auto Gc = G.scalar_type() == at::kDouble || G.scalar_type() == at::kFloat
-                      ? G.contiguous()
-                      : G.to(at::kDouble).contiguous();
+  const auto Gc = G.contiguous();  // float32 or float64: half arrives widened
   const auto V = V64.contiguous();
   auto out = at::empty(V.sizes(), V.options());
   const int64_t n = V.size(-1), batch = batch_count(V);
