@@ -57,7 +57,11 @@ DEFAULT_SIZES = (8, 16, 32, 33, 64, 128, 256)
 DEFAULT_BATCH = 256
 SYM_FN_LARGE_N, SYM_FN_LARGE_BATCH = 256, 100  # sym_fn rows at n >= 256 run at B = 100
 DEFAULT_DTYPES = ("float32", "float64")
-CASES = ("sym_eig fwd", "sym_eig fwd lapack", "sym_eig fwd+bwd", "sym_fn log fwd+bwd")
+CASES = ("sym_eig fwd", "sym_eig fwd lapack", "sym_eig fwd+bwd", "sym_fn log fwd+bwd",
+         "sym_eig fwd f32 mode", "sym_fn log fwd+bwd f32 mode")
+# "... f32 mode": matbp's float32 compute mode (compute_dtype=torch.float32)
+# against torch's float32 composition, float32 input only.
+F32_MODE_SUFFIX = " f32 mode"
 # "sym_eig fwd lapack": matbp with MATBP_QL_MAX_N=0 (LAPACK at every n), the
 # row beside "sym_eig fwd" that places the solver crossover
 # (csrc/ops/cpu/sym_eig_solver.h).
@@ -65,15 +69,16 @@ QUICK_SIZES = (8, 32, 64)
 QUICK_BATCH = 64
 QUICK_BUDGET_S = 0.5  # --quick: adaptive repeats within ~0.5 s per case
 
-# Performance targets, float64, B = 256 (B = 100 for sym_fn at n = 256):
-# (case, threads) -> {n: ratio}; threads None = the machine's thread count.
-# Rows at other batch sizes (e.g. --quick) get no PASS/FAIL mark.
+# Performance targets, B = 256 (B = 100 for sym_fn at n = 256), float64
+# (float32 for the f32 mode rows): (case, threads) -> {n: ratio}; threads
+# None = the machine's thread count. Rows at other batch sizes (e.g.
+# --quick) get no PASS/FAIL mark.
 TARGET_BATCH = 256
-TARGET_DTYPE = torch.float64
 TARGETS = {
     ("sym_eig fwd", None): {8: 0.8, 32: 0.8, 64: 0.8, 256: 0.8},
     ("sym_eig fwd", 1): {8: 0.5, 16: 0.5, 32: 0.5, 64: 0.8},
     ("sym_fn log fwd+bwd", 1): {8: 0.6, 16: 0.6, 32: 0.6, 33: 0.6, 64: 0.85, 256: 0.85},
+    ("sym_fn log fwd+bwd f32 mode", 1): {32: 0.8, 64: 0.8, 256: 0.8},
 }
 
 # Adaptive repetition count: fill about BUDGET_S seconds per case.
@@ -135,8 +140,12 @@ def check(a: torch.Tensor, lm: torch.Tensor, vm: torch.Tensor, lt: torch.Tensor)
     }
 
 
+def _f32_mode(case: str) -> bool:
+    return case.endswith(F32_MODE_SUFFIX)
+
+
 def _target(case: str, n: int, batch: int, dtype: torch.dtype, threads: int) -> float | None:
-    if dtype != TARGET_DTYPE:
+    if dtype != (torch.float32 if _f32_mode(case) else torch.float64):
         return None
     expected_batch = SYM_FN_LARGE_BATCH if case.startswith("sym_fn") and n >= SYM_FN_LARGE_N else TARGET_BATCH
     if batch != expected_batch:
@@ -178,11 +187,12 @@ def bench_one(n: int, batch: int, dtype: torch.dtype, *, repeats: int | None = N
               case: str = "sym_eig fwd") -> dict:
     """One row of ``case`` (one of CASES) at the current thread count."""
     threads = torch.get_num_threads()
-    if case == "sym_fn log fwd+bwd":
+    compute_dtype = torch.float32 if _f32_mode(case) else None
+    if case.startswith("sym_fn log fwd+bwd"):
         if n >= SYM_FN_LARGE_N and batch == DEFAULT_BATCH:
             batch = SYM_FN_LARGE_BATCH
         row = bench_sym_fn.bench_one("log", n, batch, dtype, "fwd+bwd", repeats=repeats, seed=seed,
-                                     device=device, budget_s=budget_s)
+                                     device=device, budget_s=budget_s, compute_dtype=compute_dtype)
         row = {"case": case, "threads": threads, "dtype": row["dtype"], "n": n, "batch": batch,
                **{k: row[k] for k in ("repeats", "matbp_ms", "torch_ms", "ratio", "ratio_iqr",
                                       "matbp_samples_ms", "torch_samples_ms", "correct")},
@@ -190,7 +200,8 @@ def bench_one(n: int, batch: int, dtype: torch.dtype, *, repeats: int | None = N
     else:
         a = make_input(n, batch, dtype, seed, device)
         mode = case.split()[1]
-        sym_eig = _lapack_sym_eig if case.endswith("lapack") else matbp.sym_eig
+        sym_eig = (_lapack_sym_eig if case.endswith("lapack") else
+                   (lambda a: matbp.sym_eig(a, compute_dtype=compute_dtype)))
         if mode == "fwd":
             with torch.no_grad():
                 # Warm-up and correctness in one go (these calls are not timed).
@@ -246,7 +257,8 @@ def run(sizes=DEFAULT_SIZES, batch: int = DEFAULT_BATCH, dtypes=DEFAULT_DTYPES,
         for threads in thread_counts:
             if threads is not None:
                 torch.set_num_threads(int(threads))
-            todo = [(case, int(n), common.as_dtype(d)) for case in cases for d in dtypes for n in sizes]
+            todo = [(case, int(n), common.as_dtype(d)) for case in cases for d in dtypes for n in sizes
+                    if not (_f32_mode(case) and common.as_dtype(d) != torch.float32)]
             rows += common.collect(todo, lambda case, n, dtype: bench_one(
                 n, int(batch), dtype, repeats=repeats, seed=seed, device=device, budget_s=budget_s, case=case),
                 _progress if verbose else None)
@@ -264,8 +276,10 @@ def notes_for(rows: list[dict]) -> list[str]:
         "LAPACK dsyevd (MATBP_QL_MAX_N=0), beside sym_eig fwd where the batched QL solver runs for n <= 64; "
         "sym_eig fwd+bwd: loss <wL, L> + <WV, V∘V> (sign-invariant), "
         "backward on a fresh leaf; sym_fn log fwd+bwd: matbp.sym_fn(A, 'log') against eigh + V log(L) Vᵀ "
-        "with autograd on bench_sym_fn's SPD input (eigenvalues in (0.1, 10)), F.backward(G).",
-        "Targets (float64, B = 256; B = 100 for sym_fn at n = 256): "
+        "with autograd on bench_sym_fn's SPD input (eigenvalues in (0.1, 10)), F.backward(G). "
+        "'f32 mode' rows: matbp's float32 compute mode (compute_dtype=torch.float32) on float32 input, "
+        "against torch's float32 composition (the other float32 rows: matbp computes in float64).",
+        "Targets (float64, f32 mode rows float32; B = 256, B = 100 for sym_fn at n = 256): "
         + "; ".join(f"{case} at {'the machine' if threads is None else threads} thread(s): "
                     + ", ".join(f"n={n} <= {r}" for n, r in sizes.items())
                     for (case, threads), sizes in TARGETS.items()) + ".",

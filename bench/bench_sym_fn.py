@@ -57,6 +57,7 @@ are results, not failures.  There is no performance target yet, so
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
@@ -98,6 +99,8 @@ TIE_RANGE = (0.5, 2.0)
 
 # matbp vs the float64 reference: relative Frobenius difference, max over the batch.
 TOL = {"float64": 1e-10, "float32": 1e-5}
+# The same for the float32 compute mode (issue bound on its gradient error).
+TOL_F32_MODE = 1e-4
 
 
 # --------------------------------------------------------------------------
@@ -122,7 +125,14 @@ def matbp_sym_fn(A: torch.Tensor, fn: str) -> torch.Tensor:
     return matbp.sym_fn(A, fn)
 
 
+def matbp_sym_fn_f32(A: torch.Tensor, fn: str) -> torch.Tensor:
+    """matbp's float32 compute mode."""
+    return matbp.sym_fn(A, fn, compute_dtype=torch.float32)
+
+
 FUNCS = {"matbp": matbp_sym_fn, "torch": torch_sym_fn}
+# The "matbp" competitor per compute dtype (None: float64, the default).
+MATBP_FUNCS = {None: matbp_sym_fn, torch.float32: matbp_sym_fn_f32}
 
 
 # --------------------------------------------------------------------------
@@ -174,10 +184,12 @@ def reference(A: torch.Tensor, G: torch.Tensor, fn: str) -> tuple[torch.Tensor, 
 def bench_one(fn: str, n: int, batch: int, dtype: torch.dtype, mode: str, *,
               repeats: int | None = None, seed: int = 0, device: str = "cpu",
               budget_s: float = BUDGET_S, inputs: tuple | None = None,
-              ref: tuple | None = None) -> dict:
-    """One timing row; ``inputs`` = (A, G) and ``ref`` = :func:`reference` may be passed in."""
+              ref: tuple | None = None, compute_dtype: torch.dtype | None = None) -> dict:
+    """One timing row; ``inputs`` = (A, G) and ``ref`` = :func:`reference` may
+    be passed in; ``compute_dtype`` is matbp's (torch.float32: its float32
+    compute mode)."""
     A, G = inputs if inputs is not None else make_input(n, batch, dtype, seed, device)
-    fns = common.timed_calls(FUNCS, A, mode, grad=G, args=(fn,))
+    fns = common.timed_calls({**FUNCS, "matbp": MATBP_FUNCS[compute_dtype]}, A, mode, grad=G, args=(fn,))
 
     dt = common.dtype_name(dtype)
     row: dict = {"fn": fn, "batch": batch, "n": n, "dtype": dt, "mode": mode}
@@ -193,9 +205,9 @@ def bench_one(fn: str, n: int, batch: int, dtype: torch.dtype, mode: str, *,
     if mode == "fwd+bwd":
         row["finite_matbp"] = common.finite_text(out["matbp"])
         row["finite_torch"] = common.finite_text(out["torch"])
-    row["tol"] = TOL[dt]
+    row["tol"] = TOL_F32_MODE if compute_dtype == torch.float32 else TOL[dt]
     err = row[f"{key}_matbp"]
-    row["correct"] = bool(err <= TOL[dt])  # False for NaN
+    row["correct"] = bool(err <= row["tol"])  # False for NaN
     del out
 
     row.update(common.time_pair(fns, budget_s=budget_s, min_repeats=MIN_REPEATS, max_repeats=MAX_REPEATS,
@@ -346,13 +358,142 @@ def tie_notes(rows: list[dict]) -> list[str]:
                            [f"{r['fn']} {r['dtype']} n={r['n']}" for r in rows if not r["correct"]])
 
 
-def print_rows(rows: list[dict], ties: list[dict] | None = None, env: dict | None = None) -> None:
+# --------------------------------------------------------------------------
+# Accuracy table: adversarial spectra against a 50-digit reference
+# --------------------------------------------------------------------------
+
+ACC_TITLE = "sym_fn gradient error on adversarial spectra vs a 50-digit mpmath reference (float32 input)"
+ACC_N = 8
+ACC_FNS = (("log", None), ("sqrt", None), ("pow", -0.5), ("exp", None))
+
+
+def acc_families(n: int = ACC_N) -> dict[str, torch.Tensor]:
+    """The spectra of the accuracy table (float64; A = Q diag(λ) Qᵀ, then rounded to float32)."""
+    i = torch.arange(n, dtype=torch.float64)
+    return {
+        "random": 0.5 + 1.5 * (i + 0.3 * torch.sin(7 * i)) / n,
+        "repeated": 1.0 + torch.div(i, 3, rounding_mode="floor"),
+        "clustered 1e-12": torch.where(i % 2 == 1, 1.0 + i * 1e-12, i + 2.0),
+        "graded 1e-4..1": 10.0 ** (-4.0 * (n - 1 - i) / (n - 1)),
+        "graded 1e-12..1": 10.0 ** (-12.0 * (n - 1 - i) / (n - 1)),
+        "half zero": torch.where(i < n // 2, torch.zeros(n, dtype=torch.float64), 1.0 + i),
+    }
+
+
+def _acc_competitors(fn: str, p: float | None) -> dict:
+    def composition(dtype):
+        def f(A):
+            L, V = torch.linalg.eigh(A.to(dtype))
+            fL = {"log": L.log, "sqrt": L.sqrt, "exp": L.exp, "pow": lambda: L.pow(p)}[fn]()
+            return (V * fL.unsqueeze(-2)) @ V.mT
+        return f
+    return {
+        "matbp_f32": lambda A: matbp.sym_fn(A, fn, p, compute_dtype=torch.float32),
+        "matbp_f64": lambda A: matbp.sym_fn(A, fn, p),
+        "torch_f32": composition(torch.float32),
+        "torch_f64": composition(torch.float64),
+    }
+
+
+ACC_COMPETITORS = ("matbp_f32", "matbp_f64", "torch_f32", "torch_f64")
+ACC_COLUMNS = [
+    *common.standard_columns("fn", "n"),
+    *common.columns(align="left", family="spectrum"),
+    *common.columns(common.fmt_err, matbp_f32="matbp f32 mode", matbp_f64="matbp (float64)",
+                    torch_f32="torch float32", torch_f64="torch float64"),
+    *common.standard_columns("correct"),
+]
+
+
+def acc_one(fn: str, p: float | None, family: str, *, n: int = ACC_N, seed: int = 0) -> dict:
+    """||gA - gA_ref||_F / ||gA_ref||_F of <W, f(A)> per competitor, at the
+    float32-rounded A (what float32 input determines); text where the
+    competitor raises or the reference does not exist (float32 rounding made
+    A leave f's domain)."""
+    tests_dir = os.path.join(common.REPO_ROOT, "tests")
+    if tests_dir not in sys.path:
+        sys.path.insert(0, tests_dir)
+    from hvp_reference import sym_fn_gradient_reference  # noqa: E402
+
+    g = torch.Generator().manual_seed(seed * 1_000_003 + 11 * n)
+    Q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    lam = acc_families(n)[family]
+    A32 = ((Q * lam) @ Q.mT).to(torch.float32)
+    A32 = torch.tril(A32) + torch.tril(A32, -1).mT  # exactly symmetric after rounding
+    W = torch.randn(n, n, generator=g, dtype=torch.float64)
+    row = {"fn": fn if p is None else f"{fn} p={p:g}", "n": n, "family": family}
+    try:
+        ref = sym_fn_gradient_reference(A32.double(), W, fn, p)
+    except TypeError:  # mpmath returned a complex value: outside f's domain
+        ref = None
+    for name, f in _acc_competitors(fn, p).items():
+        A = A32.clone().requires_grad_()
+        try:
+            (f(A) * W.to(torch.float32 if name != "torch_f64" else torch.float64)).sum().backward()
+        except RuntimeError as e:
+            message = str(e)
+            row[name] = "raises: " + ("not in domain" if "is not defined" in message else
+                                      "gradient unbounded" if "overflows" in message else message[:40])
+            continue
+        grad = A.grad.double()
+        grad = (grad + grad.mT) / 2
+        if not torch.isfinite(grad).all():
+            row[name] = "NaN" if torch.isnan(grad).any() else "inf"
+        elif ref is None:
+            row[name] = "finite (no ref)"
+        else:
+            row[name] = common.rel_fro(grad, ref)
+    # matbp's float32 mode: never NaN; where the reference exists, within
+    # 1e-4 or float32's bound for a backward-stable solver, 10 n eps32 kappa
+    # (kappa = max|λ| / min|λ|: graded spectra cost float32 digits whatever
+    # computes them).
+    lam_abs = lam.abs()
+    kappa = (lam_abs.max() / lam_abs.min()).item() if lam_abs.min() > 0 else math.inf
+    row["tol"] = max(TOL_F32_MODE, 10 * n * torch.finfo(torch.float32).eps * kappa)
+    v = row["matbp_f32"]
+    row["correct"] = (isinstance(v, float) and v <= row["tol"]) or (
+        isinstance(v, str) and v != "NaN" and (v.startswith("raises") or ref is None or v == "inf"))
+    return row
+
+
+def run_accuracy(fns=ACC_FNS, *, n: int = ACC_N, seed: int = 0, verbose: bool = False) -> list[dict]:
+    cases = [(fn, p, family) for fn, p in fns for family in acc_families(n)]
+    return common.collect(cases, lambda fn, p, family: acc_one(fn, p, family, n=n, seed=seed),
+                          (lambda r, t: f"  acc {r['fn']:>10} {r['family']:<16} "
+                           + " ".join(f"{k} {common.fmt_err(r[k])}" for k in ACC_COMPETITORS))
+                          if verbose else None)
+
+
+def acc_notes(rows: list[dict]) -> list[str]:
+    notes = [
+        f"A = Q diag(λ) Qᵀ (n = {ACC_N}, Q random orthogonal) rounded to float32, W = randn(n, n); "
+        "gradient of <W, f(A)>; error = ||gA - gA_ref||_F / ||gA_ref||_F with gA_ref the first-order "
+        "Daleckii–Krein gradient in a 50-digit mpmath eigendecomposition at the float32-rounded A "
+        "(tests/hvp_reference.py), so input rounding is not counted. 'matbp f32 mode' = "
+        "compute_dtype=torch.float32; 'torch float32/float64' = eigh + V f(L) Vᵀ with autograd in that "
+        "dtype. 'raises: not in domain': float32's rounding left an eigenvalue outside f's domain "
+        "(graded to 1e-12 is singular at float32's precision); 'inf': sqrt's gradient at a zero "
+        "eigenvalue is unbounded; 'no ref': the rounded matrix has no real f(A).",
+        f"correct: matbp's float32 mode is never NaN and, where the reference exists, within "
+        f"max({TOL_F32_MODE:g}, 10 n eps32 κ) of it, κ = max|λ| / min|λ| (float32's bound for a "
+        "backward-stable eigensolver: the graded spectra lose digits to float32 whatever computes them, "
+        "torch's float32 composition as much).",
+    ]
+    return common.add_note(notes, "CORRECTNESS FAILURES: ",
+                           [f"{r['fn']} {r['family']}" for r in rows if not r["correct"]])
+
+
+def print_rows(rows: list[dict], ties: list[dict] | None = None, env: dict | None = None,
+               accuracy: list[dict] | None = None) -> None:
     if rows:
         common.print_table(rows, COLUMNS, title=TITLE, env=env, notes=notes_for(rows))
     if ties:
         if rows:
             print()
         common.print_table(ties, TIE_COLUMNS, title=TIE_TITLE, notes=tie_notes(ties))
+    if accuracy:
+        print()
+        common.print_table(accuracy, ACC_COLUMNS, title=ACC_TITLE, notes=acc_notes(accuracy))
 
 
 # --------------------------------------------------------------------------
@@ -372,6 +513,8 @@ def main(argv=None) -> int:
                               quick=common.quick_help(f"B x {QUICK_BATCH_SCALE:g}", QUICK_BUDGET_S, NAME))
     p.add_argument("--skip-ties", action="store_true", help="skip the repeated-eigenvalue table")
     p.add_argument("--skip-timing", action="store_true", help="skip the timing table")
+    p.add_argument("--skip-accuracy", action="store_true",
+                   help="skip the adversarial-spectrum accuracy table (50-digit mpmath reference)")
     common.add_standard_arguments(p, device="cpu")
     args = common.parse_standard_arguments(p, argv, budget=(QUICK_BUDGET_S, BUDGET_S))
     scale = QUICK_BATCH_SCALE if args.quick else 1.0
@@ -382,9 +525,12 @@ def main(argv=None) -> int:
             seed=args.seed, device=args.device, budget_s=args.budget, verbose=True)
         ties = [] if args.skip_ties else run_ties(args.fns, args.sizes, args.dtypes, seed=args.seed,
                                                   device=args.device, verbose=True)
-        return rows, ties
+        accuracy = [] if args.skip_accuracy or args.device != "cpu" else run_accuracy(
+            seed=args.seed, verbose=True)
+        return rows, ties, accuracy
 
-    env, (rows, ties) = common.run_and_print(TITLE, args.device, run_both, lambda both: print_rows(*both))
+    env, (rows, ties, accuracy) = common.run_and_print(
+        TITLE, args.device, run_both, lambda all3: print_rows(all3[0], all3[1], accuracy=all3[2]))
     if not args.no_write:
         config = {"fns": args.fns, "sizes": args.sizes,
                   "batch": {int(n): batch_for(int(n), scale, args.batch) for n in args.sizes},
@@ -399,9 +545,12 @@ def main(argv=None) -> int:
         if ties:
             tables.append({"key": "ties", "title": TIE_TITLE, "rows": ties, "columns": TIE_COLUMNS,
                            "notes": tie_notes(ties)})
+        if accuracy:
+            tables.append({"key": "accuracy", "title": ACC_TITLE, "rows": accuracy, "columns": ACC_COLUMNS,
+                           "notes": acc_notes(accuracy)})
         common.print_written(common.write_tables(common.result_name(NAME, args.device, args.quick), tables,
                                                  env=env, out_dir=args.out, title=TITLE, config=config))
-    return common.exit_status(rows + ties)
+    return common.exit_status(rows + ties + accuracy)
 
 
 if __name__ == "__main__":

@@ -30,17 +30,22 @@ using OptionalTensor = std::optional<at::Tensor>;
 // result, and a _backward form: together they are a training step without
 // Python's autograd (which registers the same pair).
 
-inline Tensor2 sym_eig(const at::Tensor& A) {
-  static auto h = detail::op<Tensor2(const at::Tensor&)>("matbp::sym_eig");
-  return h.call(A);
+// compute_dtype (sym_eig, sym_fn): unset computes in float64, whatever the
+// input's dtype; at::kFloat is the opt-in float32 compute mode (CPU only).
+using ComputeDtype = std::optional<at::ScalarType>;
+
+inline Tensor2 sym_eig(const at::Tensor& A, ComputeDtype compute_dtype = std::nullopt) {
+  static auto h = detail::op<Tensor2(const at::Tensor&, ComputeDtype)>("matbp::sym_eig");
+  return h.call(A, compute_dtype);
 }
 
 inline at::Tensor sym_eig_backward(const OptionalTensor& gL, const OptionalTensor& gV,
-                                   const at::Tensor& L, const at::Tensor& V) {
+                                   const at::Tensor& L, const at::Tensor& V,
+                                   ComputeDtype compute_dtype = std::nullopt) {
   static auto h = detail::op<at::Tensor(const OptionalTensor&, const OptionalTensor&,
-                                        const at::Tensor&, const at::Tensor&)>(
+                                        const at::Tensor&, const at::Tensor&, ComputeDtype)>(
       "matbp::sym_eig_backward");
-  return h.call(gL, gV, L, V);
+  return h.call(gL, gV, L, V, compute_dtype);
 }
 
 inline Tensor3 svd(const at::Tensor& X) {
@@ -58,16 +63,21 @@ inline at::Tensor svd_backward(const OptionalTensor& gU, const OptionalTensor& g
   return h.call(gU, gS, gV, U, S, V);
 }
 
-inline at::Tensor sym_fn(const at::Tensor& A, c10::string_view fn, double p = 1.0) {
-  static auto h = detail::op<at::Tensor(const at::Tensor&, c10::string_view, double)>("matbp::sym_fn");
-  return h.call(A, fn, p);
+inline at::Tensor sym_fn(const at::Tensor& A, c10::string_view fn, double p = 1.0,
+                         ComputeDtype compute_dtype = std::nullopt) {
+  static auto h = detail::op<at::Tensor(const at::Tensor&, c10::string_view, double,
+                                        ComputeDtype)>("matbp::sym_fn");
+  return h.call(A, fn, p, compute_dtype);
 }
 
-// (F, L, V): F = f(A) in A's dtype, the float64 eigendecomposition L, V.
-inline Tensor3 sym_fn_with_eig(const at::Tensor& A, c10::string_view fn, double p = 1.0) {
-  static auto h =
-      detail::op<Tensor3(const at::Tensor&, c10::string_view, double)>("matbp::sym_fn_with_eig");
-  return h.call(A, fn, p);
+// (F, L, V): F = f(A) in A's dtype, the eigendecomposition L, V in the
+// compute dtype (float64 unless compute_dtype says float32), which
+// sym_fn_backward follows.
+inline Tensor3 sym_fn_with_eig(const at::Tensor& A, c10::string_view fn, double p = 1.0,
+                               ComputeDtype compute_dtype = std::nullopt) {
+  static auto h = detail::op<Tensor3(const at::Tensor&, c10::string_view, double, ComputeDtype)>(
+      "matbp::sym_fn_with_eig");
+  return h.call(A, fn, p, compute_dtype);
 }
 
 inline at::Tensor sym_fn_backward(const at::Tensor& gF, const at::Tensor& L, const at::Tensor& V,

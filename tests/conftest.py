@@ -63,6 +63,24 @@ def low_rank(batch, m, d, r, seed=0, scale=1.0):
     return scale * (a @ b) / max(m, 1) ** 0.5
 
 
+def adversarial(n, batch=13, seed=0, extreme=1e150):
+    """13 matrices (a partial last pack of 8; of 16 in float32): random,
+    eigenvalues repeated, clustered to 1e-12, graded 1e-12..1, half zero, all
+    zero, and the random one at ``extreme`` and 1 / ``extreme`` (float64)."""
+    i = torch.arange(n, dtype=torch.float64)
+    spectra = [
+        torch.div(i, 3, rounding_mode="floor") - 2.0,
+        torch.where(i % 2 == 1, 1.0 + i * 1e-12, i + 2.0),
+        10.0 ** (-12.0 * i / max(n - 1, 1)),
+        torch.where(i < n // 2, torch.zeros(n, dtype=torch.float64), 1.0 + i),
+    ]
+    built = [with_spectrum(s, seed=seed + k)[0] for k, s in enumerate(spectra)]
+    rand = random_symmetric((), n, seed=seed)
+    mats = built + [torch.zeros(n, n, dtype=torch.float64), rand * extreme, rand / extreme]
+    mats += [random_symmetric((), n, seed=seed + 10 + k) for k in range(batch - len(mats))]
+    return torch.stack(mats)
+
+
 BATCH_SHAPES = [(), (0,), (2, 3)]
 
 

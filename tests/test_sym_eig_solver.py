@@ -9,33 +9,17 @@ import pytest
 import torch
 
 import matbp
-from conftest import random_symmetric, with_spectrum
+from conftest import adversarial, random_symmetric, with_spectrum
 
 EPS = torch.finfo(torch.float64).eps
 
 
-def adversarial(n, batch=13, seed=0):
-    """13 matrices (a partial last pack of 8): random, eigenvalues repeated,
-    clustered to 1e-12, graded 1e-12..1, half zero, all zero, and the random
-    one at 1e150 and 1e-150."""
-    i = torch.arange(n, dtype=torch.float64)
-    spectra = [
-        torch.div(i, 3, rounding_mode="floor") - 2.0,
-        torch.where(i % 2 == 1, 1.0 + i * 1e-12, i + 2.0),
-        10.0 ** (-12.0 * i / max(n - 1, 1)),
-        torch.where(i < n // 2, torch.zeros(n, dtype=torch.float64), 1.0 + i),
-    ]
-    built = [with_spectrum(s, seed=seed + k)[0] for k, s in enumerate(spectra)]
-    rand = random_symmetric((), n, seed=seed)
-    mats = built + [torch.zeros(n, n, dtype=torch.float64), rand * 1e150, rand * 1e-150]
-    mats += [random_symmetric((), n, seed=seed + 10 + k) for k in range(batch - len(mats))]
-    return torch.stack(mats)
-
-
-def assert_lapack_accuracy(A, L, V, L_ref):
+def assert_lapack_accuracy(A, L, V, L_ref, eps=EPS):
+    """LAPACK's accuracy at the unit roundoff ``eps`` of the compute dtype."""
     n = A.shape[-1]
+    L, V = L.double(), V.double()
     norm = torch.linalg.matrix_norm(A, ord=2).unsqueeze(-1)
-    tol = 10 * n * EPS
+    tol = 10 * n * eps
     assert ((L - L_ref).abs() <= tol * norm).all(), ((L - L_ref).abs() / norm).max()
     eye = torch.eye(n, dtype=torch.float64)
     assert ((V.mT @ V - eye).abs() <= tol).all(), (V.mT @ V - eye).abs().max()

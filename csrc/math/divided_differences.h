@@ -237,6 +237,21 @@ MATBP_HOST_DEVICE inline T divided_difference(SpectralFn fn, T a, T b, T p) {
   return T(0);
 }
 
+// The same with f(a) and f(b) given (computed once per eigenvalue, so that a
+// pair costs no transcendental call where it can be avoided): where f(a) and
+// f(b) differ by at least a quarter of the larger magnitude, the plain
+// quotient (f(a) - f(b)) / (a - b) loses nothing to cancellation (its error
+// is below 10 eps); elsewhere the formulas above.
+template <typename T>
+MATBP_HOST_DEVICE inline T divided_difference(SpectralFn fn, T a, T b, T fa, T fb, T p) {
+  if (fn == SpectralFn::Sqrt) return T(1) / (fa + fb);  // divided_difference_sqrt
+  const T diff = fa - fb;
+  if (a != b && isfinite(diff) && abs(diff) >= T(0.25) * fmax(abs(fa), abs(fb))) {
+    return diff / (a - b);
+  }
+  return divided_difference(fn, a, b, p);
+}
+
 // Eigenvalues a symmetric solver returns for a positive semi-definite matrix
 // can come out slightly negative (|lambda| ~ n eps ||A||). Functions defined
 // at zero (sqrt, pow with p > 0) see those as the zero they stand for.

@@ -8,7 +8,9 @@
 
 #include <climits>
 #include <cstdint>
+#include <limits>
 #include <optional>
+#include <string>
 #include <vector>
 
 namespace matbp::ops {
@@ -68,6 +70,29 @@ inline std::vector<int64_t> with_trailing(const at::Tensor& t, std::vector<int64
 inline void check_lapack_size(int64_t elements, const char* op, const char* what) {
   TORCH_CHECK(elements <= INT_MAX, op, ": ", what, " needs ", elements,
               " elements, more than 32-bit LAPACK integers can address (", INT_MAX, ")");
+}
+
+// The compute_dtype argument (sym_eig, sym_fn, projector): None computes in
+// float64, the default for every input dtype; float32 is the opt-in float32
+// compute mode (docs/design.md, "dtype policy").
+inline at::ScalarType resolve_compute_dtype(std::optional<at::ScalarType> dtype, const char* op) {
+  if (!dtype.has_value()) return at::kDouble;
+  TORCH_CHECK(*dtype == at::kDouble || *dtype == at::kFloat, op,
+              ": argument 'compute_dtype' must be torch.float32 or torch.float64 (or None: "
+              "float64), got ",
+              *dtype);
+  return *dtype;
+}
+
+// "float32" or "float64", for messages.
+inline std::string dtype_name(at::ScalarType compute) {
+  return compute == at::kFloat ? "float32" : "float64";
+}
+
+// The unit roundoff (machine epsilon) of a compute dtype.
+inline double unit_roundoff(at::ScalarType compute) {
+  return compute == at::kFloat ? double(std::numeric_limits<float>::epsilon())
+                               : std::numeric_limits<double>::epsilon();
 }
 
 }  // namespace matbp::ops

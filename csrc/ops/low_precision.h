@@ -4,7 +4,8 @@
 // for float32 input (in float64 inside): the kernels themselves see float32
 // and float64 only. widened() converts the half/bfloat16 tensor arguments of
 // one kernel call to float32 and its float32 results back to that dtype; the
-// float64 results (saved decompositions) stay float64. Registered as
+// float64 results (saved decompositions) stay float64, and so do the float32
+// ones of the float32 compute mode (Narrow::First). Registered as
 // widening<&kernel>() (CPU) and through on_device_of (CUDA).
 
 #include <ATen/core/Tensor.h>
@@ -65,16 +66,32 @@ std::tuple<Ts...> narrow(std::tuple<Ts...> t, at::ScalarType low) {
   return std::apply([low](auto&... x) { return std::tuple<Ts...>(narrow(std::move(x), low)...); }, t);
 }
 
+// The first result only: the others are a decomposition in the compute
+// dtype, float32 in the float32 compute mode, which half must not round.
+template <typename T, typename... Ts>
+std::tuple<T, Ts...> narrow_first(std::tuple<T, Ts...> t, at::ScalarType low) {
+  std::get<0>(t) = narrow(std::move(std::get<0>(t)), low);
+  return t;
+}
+
 }  // namespace low_precision
 
+// Which float32 results widened() rounds back to the caller's dtype: all of
+// them, or the first only (sym_fn_with_eig: L and V are of the compute dtype).
+enum class Narrow { All, First };
+
 // kernel(args...), with half/bfloat16 tensors computed as float32 (above).
-template <typename Kernel, typename... Args>
+template <Narrow kNarrow = Narrow::All, typename Kernel, typename... Args>
 auto widened(const Kernel& kernel, Args&&... args) {
   std::optional<at::ScalarType> low;
   (low_precision::find(low, args), ...);
   if (!low) return kernel(std::forward<Args>(args)...);
   low_precision::CallerDtype caller(*low);
-  return low_precision::narrow(kernel(low_precision::widen(args)...), *low);
+  if constexpr (kNarrow == Narrow::First) {
+    return low_precision::narrow_first(kernel(low_precision::widen(args)...), *low);
+  } else {
+    return low_precision::narrow(kernel(low_precision::widen(args)...), *low);
+  }
 }
 
 // The machine epsilon of the dtype the caller gave `t` in (before widening).
@@ -91,15 +108,15 @@ inline double input_unit_roundoff(const at::Tensor& t) {
   }
 }
 
-template <auto Kernel, typename R, typename... Args>
+template <auto Kernel, Narrow kNarrow, typename R, typename... Args>
 constexpr auto widening_signature(R (*)(Args...)) {
-  return +[](Args... args) -> R { return widened(Kernel, std::forward<Args>(args)...); };
+  return +[](Args... args) -> R { return widened<kNarrow>(Kernel, std::forward<Args>(args)...); };
 }
 
 // The kernel `Kernel` (a function pointer) behind widened(), with its signature.
-template <auto Kernel>
+template <auto Kernel, Narrow kNarrow = Narrow::All>
 constexpr auto widening() {
-  return widening_signature<Kernel>(Kernel);
+  return widening_signature<Kernel, kNarrow>(Kernel);
 }
 
 }  // namespace matbp::ops

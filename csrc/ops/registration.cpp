@@ -18,8 +18,9 @@ namespace {
 // The public spectral function returns f(A) alone; it forwards to
 // sym_fn_with_eig, whose extra (float64) outputs L, V are what its backward
 // needs, so the decomposition is never recomputed.
-at::Tensor sym_fn(const at::Tensor& A, c10::string_view fn, double p) {
-  return std::get<0>(matbp::sym_fn_with_eig(A, fn, p));
+at::Tensor sym_fn(const at::Tensor& A, c10::string_view fn, double p,
+                  std::optional<at::ScalarType> compute_dtype) {
+  return std::get<0>(matbp::sym_fn_with_eig(A, fn, p, compute_dtype));
 }
 
 // o2p_log likewise forwards to o2p_log_with_eig, whose extra outputs are the
@@ -44,14 +45,19 @@ at::Tensor ncut_projector_distance(const at::Tensor& Y, const at::Tensor& weight
 TORCH_LIBRARY(matbp, m) {
   // No tensor arguments: a catch-all kernel, callable from any device context.
   m.def("set_sync_checks(bool enabled) -> bool", &set_sync_checks);
-  m.def("sym_eig(Tensor A) -> (Tensor L, Tensor V)");
-  m.def("sym_eig_backward(Tensor? gL, Tensor? gV, Tensor L, Tensor V) -> Tensor");
+  // compute_dtype: None (float64) or float32, the opt-in float32 compute mode.
+  m.def("sym_eig(Tensor A, *, ScalarType? compute_dtype=None) -> (Tensor L, Tensor V)");
+  m.def(
+      "sym_eig_backward(Tensor? gL, Tensor? gV, Tensor L, Tensor V, *, "
+      "ScalarType? compute_dtype=None) -> Tensor");
   m.def("svd(Tensor X) -> (Tensor U, Tensor S, Tensor V)");
   m.def(
       "svd_backward(Tensor? gU, Tensor? gS, Tensor? gV, Tensor U, Tensor S, Tensor V) -> "
       "Tensor");
-  m.def("sym_fn(Tensor A, str fn, float p=1.0) -> Tensor");
-  m.def("sym_fn_with_eig(Tensor A, str fn, float p=1.0) -> (Tensor F, Tensor L, Tensor V)");
+  m.def("sym_fn(Tensor A, str fn, float p=1.0, *, ScalarType? compute_dtype=None) -> Tensor");
+  m.def(
+      "sym_fn_with_eig(Tensor A, str fn, float p=1.0, *, ScalarType? compute_dtype=None) -> "
+      "(Tensor F, Tensor L, Tensor V)");
   m.def("sym_fn_backward(Tensor gF, Tensor L, Tensor V, str fn, float p) -> Tensor");
   m.def(
       "sym_fn_second_derivative(Tensor G, Tensor H, Tensor L, Tensor V, str fn, float p) -> "

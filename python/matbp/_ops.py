@@ -103,9 +103,10 @@ def _nested_forward_transforms() -> int:
     return sum(i.key() == TransformType.Jvp for i in retrieve_all_functorch_interpreters())
 
 
-def _forward_mode(kernel, keyset, public_name, jvp, defaults, args, kwargs):
+def _forward_mode(kernel, keyset, public_name, jvp, names, defaults, args, kwargs):
     """The op on the primals of ``args``, its outputs made dual with the
-    tangents ``jvp(primals, tangents, outputs)`` (None: no tangent)."""
+    tangents ``jvp(primals, tangents, outputs)`` (None: no tangent).
+    ``names`` and ``defaults`` ((default, keyword-only) pairs) follow the schema."""
     # Under jacfwd(jacfwd(...)) the outer layer's tangent would pass through
     # the op's kernel below the Autograd key and be dropped: the rules give
     # first derivatives only.
@@ -121,8 +122,11 @@ def _forward_mode(kernel, keyset, public_name, jvp, defaults, args, kwargs):
         tangents.append(t)
     out = kernel(keyset, *primals, **kwargs)
     outs = out if isinstance(out, tuple) else (out,)
-    # The rules read arguments by position: the schema's defaults fill the rest.
-    primals += defaults[len(primals):]
+    # The rules read arguments by schema position, keyword-only ones (which
+    # the dispatcher passes as kwargs) included: the defaults fill the rest.
+    positional = [d for d, keyword_only in defaults if not keyword_only]
+    primals += positional[len(primals):]
+    primals += [kwargs.get(name, d) for (d, keyword_only), name in zip(defaults, names) if keyword_only]
     tangents += [None] * (len(primals) - len(tangents))
     out_tangents = jvp(primals, tangents, outs)
     duals = tuple(o if t is None else torch._VF._make_dual(o, t.to(o.dtype), level=level)
@@ -130,12 +134,12 @@ def _forward_mode(kernel, keyset, public_name, jvp, defaults, args, kwargs):
     return duals if isinstance(out, tuple) else duals[0]
 
 
-def _guard_autograd_kernel(kernel, public_name: str, jvp=None, defaults=()):
+def _guard_autograd_kernel(kernel, public_name: str, jvp=None, names=(), defaults=()):
     def guarded(keyset, *args, **kwargs):
         if _has_forward_tangent(args):
             if jvp is None:
                 raise NotImplementedError(f"{public_name}: {_FORWARD_AD_UNSUPPORTED}")
-            return _forward_mode(kernel, keyset, public_name, jvp, list(defaults), args, kwargs)
+            return _forward_mode(kernel, keyset, public_name, jvp, names, defaults, args, kwargs)
         if (
             torch._C._are_functorch_transforms_active()
             and torch.is_grad_enabled()
@@ -167,8 +171,10 @@ class _GuardedAutogradLibrary(torch.library.Library):
     def impl(self, op_name, fn, dispatch_key="", *, with_keyset=False, **kwargs):
         if dispatch_key == "Autograd" and with_keyset:
             schema = torch._C._get_schema(f"matbp::{op_name}", "")
-            defaults = [a.default_value if a.has_default_value() else None for a in schema.arguments]
-            fn = _guard_autograd_kernel(fn, self.public_name, self.jvp, defaults)
+            names = [a.name for a in schema.arguments]
+            defaults = [(a.default_value if a.has_default_value() else None, a.kwarg_only)
+                        for a in schema.arguments]
+            fn = _guard_autograd_kernel(fn, self.public_name, self.jvp, names, defaults)
             self.guarded = True
         return super().impl(op_name, fn, dispatch_key, with_keyset=with_keyset, **kwargs)
 
@@ -388,19 +394,68 @@ def _check_float_matrix(t: Tensor, op: str, arg: str, square: bool) -> None:
         )
 
 
+# ------------------------------------------------------- compute dtype
+#
+# sym_eig and sym_fn compute in float64 whatever the input's dtype (the
+# numerics policy); compute_dtype=torch.float32 is the opt-in float32 compute
+# mode (CPU): float32 decompositions and products, the divided differences
+# and tie tests still evaluated in float64 from the float32 eigenvalues, with
+# float32's rounding in the tolerances.
+
+_COMPUTE_DTYPES = (torch.float32, torch.float64)
+
+
+def _check_compute_dtype_type(compute_dtype, op: str) -> None:
+    # The wrappers' type check; the operators check the value.
+    if compute_dtype is not None and not isinstance(compute_dtype, torch.dtype):
+        raise TypeError(
+            f"{op}: argument 'compute_dtype' must be torch.float32, torch.float64 or None, "
+            f"got {_describe(compute_dtype)}"
+        )
+
+
+def _compute_dtype(compute_dtype, op: str) -> torch.dtype:
+    """The dtype an op computes in (csrc/ops/checks.h: resolve_compute_dtype)."""
+    if compute_dtype is None:
+        return torch.float64
+    torch._check(
+        compute_dtype in _COMPUTE_DTYPES,
+        lambda: f"{op}: argument 'compute_dtype' must be torch.float32 or torch.float64 (or None: "
+        f"float64), got {compute_dtype}",
+    )
+    return compute_dtype
+
+
+def _check_decomposition_device(compute: torch.dtype, op: str, A: Tensor) -> None:
+    # The CUDA backend's sym_eig refuses the float32 compute mode (cuda_backend.cuh).
+    torch._check(
+        compute == torch.float64 or A.device.type == "cpu",
+        lambda: f"{op}: compute_dtype=torch.float32 is not implemented on CUDA yet (only on the "
+        "CPU); on CUDA leave compute_dtype unset (float64)",
+    )
+
+
+def _unit_roundoff(compute_dtype) -> float:
+    """eps of the dtype an op computed in: the tie tests' precision."""
+    return torch.finfo(torch.float64 if compute_dtype is None else compute_dtype).eps
+
+
 # ---------------------------------------------------------------- sym_eig
 
 
 @torch.library.register_fake("matbp::sym_eig")
-def _sym_eig_fake(A):
+def _sym_eig_fake(A, *, compute_dtype=None):
+    compute = _compute_dtype(compute_dtype, "matbp.sym_eig")
     _check_float_matrix(A, "matbp.sym_eig", "A", square=True)
+    _check_decomposition_device(compute, "matbp.sym_eig", A)
     n = A.shape[-1]
     return A.new_empty(A.shape[:-1]), A.new_empty((*A.shape[:-2], n, n))
 
 
 @torch.library.register_fake("matbp::sym_eig_backward")
-def _sym_eig_backward_fake(gL, gV, L, V):
+def _sym_eig_backward_fake(gL, gV, L, V, *, compute_dtype=None):
     op = "matbp.sym_eig_backward"
+    _compute_dtype(compute_dtype, op)
     _check_float_matrix(V, op, "V", square=True)
     _check_fits(L, op, "L", V.shape[:-1], V, "V")
     if gL is not None:
@@ -410,62 +465,70 @@ def _sym_eig_backward_fake(gL, gV, L, V):
     return V.new_empty(V.shape)
 
 
-def _sym_eig_setup(ctx, inputs, output):
+def _sym_eig_setup(ctx, inputs, keyword_only_inputs, output):
     # An unused output's gradient stays None: the backward op skips its term.
     ctx.set_materialize_grads(False)
+    ctx.compute_dtype = keyword_only_inputs["compute_dtype"]
     ctx.save_for_backward(*output)
 
 
 def _sym_eig_backward(ctx, gL, gV):
     L, V = ctx.saved_tensors
-    return _lib.sym_eig_backward(gL, gV, L, V)
+    return _lib.sym_eig_backward(gL, gV, L, V, compute_dtype=ctx.compute_dtype)
 
 
-def _eig_coupling(L):
-    """F_ij = 1/(λ_j − λ_i), 0 at ties (|λ_j − λ_i| ≤ n·eps·max|λ|, float64's
-    eps): the EIG adjoint's weights with the backward kernel's tie policy
-    (csrc/math/adjoint_weights.h: eig_adjoint_weight, tie_tolerance); the
-    tolerance and the tie mask are constants, F differentiable in L. n ≥ 1."""
-    tol = L.shape[-1] * torch.finfo(torch.float64).eps * L.detach().abs().amax(-1)[..., None, None]
+def _eig_coupling(L, eps):
+    """F_ij = 1/(λ_j − λ_i), 0 at ties (|λ_j − λ_i| ≤ n·eps·max|λ|, eps of
+    the dtype L was computed in): the EIG adjoint's weights with the backward
+    kernel's tie policy (csrc/math/adjoint_weights.h: eig_adjoint_weight,
+    rounding_tolerance); the tolerance and the tie mask are constants, F
+    differentiable in L. n ≥ 1."""
+    tol = L.shape[-1] * eps * L.detach().abs().amax(-1)[..., None, None]
     gap = L.unsqueeze(-2) - L.unsqueeze(-1)  # [i, j] = λ_j − λ_i
     tied = gap.detach().abs() <= tol
     return torch.where(tied, 0.0, 1.0 / torch.where(tied, 1.0, gap))
 
 
-def _sym_eig_backward_composition(gL, gV, L, V):
-    """sym_eig_backward as torch ops (float64): V (diag(gL) + F o skew(Vᵀ gV)) Vᵀ."""
+def _sym_eig_backward_composition(gL, gV, L, V, eps):
+    """sym_eig_backward as torch ops (float64): V (diag(gL) + F o skew(Vᵀ gV)) Vᵀ,
+    ties at ``eps`` (_eig_coupling)."""
     inner = torch.zeros(V.shape, dtype=V.dtype, device=V.device)
     if gV is not None and L.shape[-1] > 0:
         M = V.mT @ gV
-        inner = inner + _eig_coupling(L) * (M - M.mT) / 2
+        inner = inner + _eig_coupling(L, eps) * (M - M.mT) / 2
     if gL is not None:
         inner = inner + torch.diag_embed(gL)
     return V @ inner @ V.mT
 
 
-def _sym_eig_backward_setup(ctx, inputs, output):
+def _sym_eig_backward_setup(ctx, inputs, keyword_only_inputs, output):
+    ctx.eps = _unit_roundoff(keyword_only_inputs["compute_dtype"])
     ctx.save_for_backward(*inputs)
 
 
 def _sym_eig_backward_derivative(ctx, H):
-    return _derivative_of_composition(_sym_eig_backward_composition, ctx.saved_tensors, H)
+    eps = ctx.eps
+    return _derivative_of_composition(
+        lambda gL, gV, L, V: _sym_eig_backward_composition(gL, gV, L, V, eps), ctx.saved_tensors, H)
 
 
-def _eig_tangents(L, V, dA):
+def _eig_tangents(L, V, dA, compute_dtype):
     """The tangents of L, V along dA: L' = diag(M), V' = V (F o M),
     M = Vᵀ sym(dA) V, F_ij = 1 / (λ_j − λ_i) and 0 at ties (|λ_j − λ_i| ≤
-    n·eps·max|λ|, float64's eps): the adjoint of sym_eig_backward, with its
-    tie policy (csrc/math/adjoint_weights.h: eig_adjoint_weight, tie_tolerance)."""
+    n·eps·max|λ|, eps of compute_dtype): the adjoint of sym_eig_backward,
+    with its tie policy (csrc/math/adjoint_weights.h: eig_adjoint_weight,
+    rounding_tolerance)."""
     L64, V64 = L.to(torch.float64), V.to(torch.float64)
     dA64 = dA.to(torch.float64)
     M = V64.mT @ ((dA64 + dA64.mT) / 2) @ V64
     if L.numel() == 0:
         return M.diagonal(dim1=-2, dim2=-1), V64 @ M
-    return M.diagonal(dim1=-2, dim2=-1), V64 @ (_eig_coupling(L64) * M)
+    return M.diagonal(dim1=-2, dim2=-1), V64 @ (_eig_coupling(L64, _unit_roundoff(compute_dtype)) * M)
 
 
 def _sym_eig_jvp(primals, tangents, outputs):
-    return _eig_tangents(*outputs, tangents[0])
+    _, compute_dtype = primals
+    return _eig_tangents(*outputs, tangents[0], compute_dtype)
 
 
 _register_autograd("sym_eig", "matbp.sym_eig", _sym_eig_backward, setup_context=_sym_eig_setup,
@@ -474,20 +537,25 @@ _register_autograd("sym_eig_backward", "matbp.sym_eig_backward", _sym_eig_backwa
                    setup_context=_sym_eig_backward_setup)
 
 
-def sym_eig(A: Tensor) -> Tuple[Tensor, Tensor]:
+def sym_eig(A: Tensor, *, compute_dtype: Optional[torch.dtype] = None) -> Tuple[Tensor, Tensor]:
     """Batched symmetric eigendecomposition A = V diag(L) Vᵀ.
 
     Args:
         A: (*, n, n) floating point (float16, bfloat16, float32, float64); only the lower triangle is read.
+        compute_dtype: None (float64, the default for every input dtype) or
+            torch.float32, the opt-in float32 compute mode (CPU only): the
+            decomposition and the backward's products in float32, ties at
+            float32's tolerance n·eps₃₂·max|λ|. The outputs keep A's dtype.
 
     Returns:
         L: (*, n) eigenvalues in ascending order.
         V: (*, n, n) orthonormal eigenvectors (columns).
 
     On the CPU, matbp's batched QL solver up to n = 64 (eight matrices per
-    SIMD instruction) and LAPACK ``dsyevd`` above, the batch split across
-    threads either way (``MATBP_QL_MAX_N`` moves the crossover); cuSOLVER on
-    CUDA. float32 input is decomposed in float64.
+    SIMD instruction; sixteen in the float32 compute mode) and LAPACK
+    ``dsyevd`` (``ssyevd``) above, the batch split across threads either way
+    (``MATBP_QL_MAX_N`` moves the crossover); cuSOLVER on CUDA. float32 input
+    is decomposed in float64 unless ``compute_dtype=torch.float32``.
 
     The backward is the paper's EIG adjoint,
     gA = V (diag(gL) + F ∘ skew(Vᵀ gV)) Vᵀ, F_ij = 1/(λ_j − λ_i). Where two
@@ -497,7 +565,8 @@ def sym_eig(A: Tensor) -> Tuple[Tensor, Tensor]:
     V f(L) Vᵀ use :func:`sym_fn` (or :func:`o2p_log`), whose backward is exact
     at repeated eigenvalues.
     """
-    return _lib.sym_eig(A)
+    _check_compute_dtype_type(compute_dtype, "matbp.sym_eig")
+    return _lib.sym_eig(A, compute_dtype=compute_dtype)
 
 
 # -------------------------------------------------------------------- svd
@@ -646,17 +715,19 @@ def svd(X: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
 
 
 @torch.library.register_fake("matbp::sym_fn_with_eig")
-def _sym_fn_with_eig_fake(A, fn, p=1.0):
-    _check_float_matrix(A, "matbp.sym_fn", "A", square=True)
+def _sym_fn_with_eig_fake(A, fn, p=1.0, *, compute_dtype=None):
     torch._check(
         fn in _SPECTRAL_FNS,
         lambda: f"matbp.sym_fn: argument 'fn' must be one of 'log', 'sqrt', 'pow', 'exp', got '{fn}'",
     )
-    n = A.shape[-1]
+    compute = _compute_dtype(compute_dtype, "matbp.sym_fn")
+    _check_float_matrix(A, "matbp.sym_fn", "A", square=True)
+    _check_decomposition_device(compute, "matbp.sym_fn", A)
+    # L and V in the compute dtype, which sym_fn_backward follows.
     return (
         A.new_empty(A.shape),
-        A.new_empty(A.shape[:-1], dtype=torch.float64),
-        A.new_empty(A.shape, dtype=torch.float64),
+        A.new_empty(A.shape[:-1], dtype=compute),
+        A.new_empty(A.shape, dtype=compute),
     )
 
 
@@ -689,10 +760,11 @@ def _sym_fn_second_derivative_fake(G, H, L, V, fn, p):
     return G.new_empty(G.shape)
 
 
-def _sym_fn_setup(ctx, inputs, output):
+def _sym_fn_setup(ctx, inputs, keyword_only_inputs, output):
     A, fn, p = inputs
     _, L, V = output
     ctx.fn, ctx.p = fn, p
+    ctx.compute_dtype = keyword_only_inputs["compute_dtype"]
     ctx.input_dtype = A.dtype
     # matbp.sym_fn uses F only: no zero gL, gV (a wasted sym_eig_backward, 20% of the time).
     ctx.set_materialize_grads(False)
@@ -711,18 +783,18 @@ def _sym_fn_backward(ctx, gF, gL, gV):
             "matbp.sym_fn",
         )
     if gL is not None or gV is not None:
-        # L and V are outputs too (float64); honour gradients through them.
-        g_eig = _lib.sym_eig_backward(gL, gV, L, V).to(ctx.input_dtype)
+        # L and V are outputs too (of the compute dtype); honour gradients through them.
+        g_eig = _lib.sym_eig_backward(gL, gV, L, V, compute_dtype=ctx.compute_dtype).to(ctx.input_dtype)
         gA = g_eig if gA is None else gA + g_eig
     return gA, None, None
 
 
 def _sym_fn_jvp(primals, tangents, outputs):
     # f's Fréchet derivative is self-adjoint: the tangent is the backward map.
-    _, fn, p = primals
+    _, fn, p, compute_dtype = primals
     _, L, V = outputs
     dA = tangents[0]
-    return (_lib.sym_fn_backward(dA, L, V, fn, p), *_eig_tangents(L, V, dA))
+    return (_lib.sym_fn_backward(dA, L, V, fn, p), *_eig_tangents(L, V, dA, compute_dtype))
 
 
 _register_autograd("sym_fn_with_eig", "matbp.sym_fn", _sym_fn_backward, setup_context=_sym_fn_setup,
@@ -744,7 +816,8 @@ def _as_float(value, op: str, arg: str, what: str) -> float:
     return float(value)
 
 
-def sym_fn(A: Tensor, fn: str, p: Optional[float] = None) -> Tensor:
+def sym_fn(A: Tensor, fn: str, p: Optional[float] = None, *,
+           compute_dtype: Optional[torch.dtype] = None) -> Tensor:
     """Spectral matrix function f(A) = V f(Λ) Vᵀ of symmetric A.
 
     Args:
@@ -752,14 +825,22 @@ def sym_fn(A: Tensor, fn: str, p: Optional[float] = None) -> Tensor:
         fn: "log" (A positive definite), "sqrt" (positive semi-definite),
             "pow" (exponent ``p``; PSD for p > 0, PD for p ≤ 0) or "exp".
         p: the exponent, required for "pow" and only for it.
+        compute_dtype: None (float64, the default for every input dtype) or
+            torch.float32, the opt-in float32 compute mode (CPU only): the
+            eigendecomposition and the products of forward and backward in
+            float32, the divided differences still evaluated stably (in
+            float64, from the float32 eigenvalues), so the gradient is never
+            NaN at ties; gradient errors are float32's (about 1e-6 relative).
 
     Returns:
-        f(A), (*, n, n), the dtype of A (computed in float64).
+        f(A), (*, n, n), the dtype of A (computed in float64 unless
+        ``compute_dtype=torch.float32``).
 
     The backward is Daleckii–Krein, gA = V (F¹ ∘ Vᵀ sym(G) V) Vᵀ with the
     first divided differences F¹ of f evaluated stably: it is exact when
     eigenvalues repeat (F¹_ii = f'(λ_i)), unlike a composition through
-    :func:`sym_eig`. Eigenvalues within n·eps·max|λ| below zero count as
+    :func:`sym_eig`. Eigenvalues within n·eps·max|λ| (eps of A's dtype, or
+    float32's in the float32 compute mode) below zero count as
     zero for "sqrt" and "pow"; eigenvalues outside the domain raise.
     """
     if not isinstance(fn, str):
@@ -777,7 +858,8 @@ def sym_fn(A: Tensor, fn: str, p: Optional[float] = None) -> Tensor:
         p = _as_float(p, "matbp.sym_fn", "p", "a finite number")
     elif p is not None:
         raise ValueError(f"matbp.sym_fn: argument 'p' is only used by fn='pow', got fn={fn!r}")
-    return _lib.sym_fn(A, fn, 1.0 if p is None else p)
+    _check_compute_dtype_type(compute_dtype, "matbp.sym_fn")
+    return _lib.sym_fn(A, fn, 1.0 if p is None else p, compute_dtype=compute_dtype)
 
 
 # ---------------------------------------------------------------- o2p_log

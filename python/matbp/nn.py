@@ -10,18 +10,22 @@ from .ncut import _ncut, check_rtol
 
 
 class SymFn(torch.nn.Module):
-    """Applies the spectral matrix function f(A) = V f(Λ) Vᵀ (see :func:`matbp.sym_fn`)."""
+    """Applies the spectral matrix function f(A) = V f(Λ) Vᵀ (see :func:`matbp.sym_fn`;
+    ``compute_dtype=torch.float32`` is its float32 compute mode)."""
 
-    def __init__(self, fn: str, p: Optional[float] = None):
+    def __init__(self, fn: str, p: Optional[float] = None, *,
+                 compute_dtype: Optional[torch.dtype] = None):
         super().__init__()
         self.fn = fn
         self.p = p
+        self.compute_dtype = compute_dtype
 
     def forward(self, A: Tensor) -> Tensor:
-        return sym_fn(A, self.fn, self.p)
+        return sym_fn(A, self.fn, self.p, compute_dtype=self.compute_dtype)
 
     def extra_repr(self) -> str:
-        return f"fn={self.fn!r}" + (f", p={self.p}" if self.p is not None else "")
+        return (f"fn={self.fn!r}" + (f", p={self.p}" if self.p is not None else "")
+                + (f", compute_dtype={self.compute_dtype}" if self.compute_dtype is not None else ""))
 
 
 class O2PLog(torch.nn.Module):

@@ -31,8 +31,8 @@ using matbp::ops::EigenResult;
 struct ReferenceBackend {
   static constexpr bool kRaisesAtOnce = false;
 
-  static EigenResult sym_eig64(const Tensor& A, const char*, const char*) {
-    const auto A64 = A.to(at::kDouble);
+  static EigenResult sym_eig(const Tensor& A, at::ScalarType compute, const char*, const char*) {
+    const auto A64 = A.to(compute);
     const int64_t batch = matbp::ops::batch_count(A64), n = A64.size(-1);
     const auto flat = A64.reshape({batch, n * n});
     const auto finite = at::isfinite(flat).all(1);
@@ -43,14 +43,14 @@ struct ReferenceBackend {
 
   // The batch-wide forms the CUDA backend uses, run here on the CPU.
   template <typename Inner>
-  static matbp::ops::EigenbasisProduct eigenbasis_sandwich(const Tensor& G, const Tensor& V64,
+  static matbp::ops::EigenbasisProduct eigenbasis_sandwich(const Tensor& G, const Tensor& V,
                                                            matbp::ops::Rotation rotation,
                                                            const Inner& inner) {
-    return matbp::ops::batched_eigenbasis_sandwich<ReferenceBackend>(G, V64, rotation, inner);
+    return matbp::ops::batched_eigenbasis_sandwich<ReferenceBackend>(G, V, rotation, inner);
   }
 
-  static matbp::ops::EigenbasisProduct eigen_compose(const Tensor& V64, const Tensor& d64) {
-    return matbp::ops::batched_eigen_compose(V64, d64);
+  static matbp::ops::EigenbasisProduct eigen_compose(const Tensor& V, const Tensor& d) {
+    return matbp::ops::batched_eigen_compose(V, d);
   }
 
   template <typename F>
@@ -153,7 +153,7 @@ TEST(GenericOpsEigenbasis, BatchWideProductsMatchThePerMatrixPipelines) {
     const auto A = at::matmul(X, X.mT()) / double(n) + 0.5 * at::eye(n, at::kDouble);
     const auto G = at::randn({4, n, n}, at::kDouble);
     const auto gL = at::randn({4, n}, at::kDouble);
-    auto [F, L, V] = gen::sym_fn_with_eig<ReferenceBackend>(A, "log", 1.0);
+    auto [F, L, V] = gen::sym_fn_with_eig<ReferenceBackend>(A, "log", 1.0, std::nullopt);
     auto [Fc, Lc, Vc] = matbp::sym_fn_with_eig(A, "log", 1.0);
     EXPECT_LT(max_abs_diff(F, Fc), 1e-13) << n;
     // One decomposition (the CPU's) for both, so eigenvector signs agree.
@@ -167,7 +167,7 @@ TEST(GenericOpsEigenbasis, BatchWideProductsMatchThePerMatrixPipelines) {
     for (const auto& [l, v] : {std::make_pair(std::optional<Tensor>(gL), std::optional<Tensor>(G)),
                                std::make_pair(none, std::optional<Tensor>(G)),
                                std::make_pair(std::optional<Tensor>(gL), none)}) {
-      const auto got = gen::sym_eig_backward<ReferenceBackend>(l, v, Lc, Vc);
+      const auto got = gen::sym_eig_backward<ReferenceBackend>(l, v, Lc, Vc, std::nullopt);
       const auto want = matbp::sym_eig_backward(l, v, Lc, Vc);
       EXPECT_LT(max_abs_diff(got, want), 1e-11 * want.abs().max().item<double>() + 1e-30) << n;
     }
@@ -184,7 +184,7 @@ TEST(GenericOpsEigenbasis, BatchWideProductsMatchThePerMatrixPipelines) {
 // The sym_fn domain check flags the matrix instead of raising.
 TEST(GenericOpsFailures, SymFnDomainViolationIsFlagged) {
   auto A = at::diag_embed(at::tensor({1.0, 2.0, 3.0, -1.0, 2.0, 3.0}, at::kDouble).view({2, 3}));
-  auto [F, L, V] = matbp::ops::generic::sym_fn_with_eig<ReferenceBackend>(A, "log", 1.0);
+  auto [F, L, V] = matbp::ops::generic::sym_fn_with_eig<ReferenceBackend>(A, "log", 1.0, std::nullopt);
   EXPECT_TRUE(at::isfinite(F[0]).all().item<bool>());
   EXPECT_TRUE(F[1].isnan().all().item<bool>());
   EXPECT_LT(max_abs_diff(F[0], at::diag(at::tensor({1.0, 2.0, 3.0}, at::kDouble).log())), 1e-14);
@@ -235,10 +235,12 @@ TEST(GenericOpsSecondOrder, SymFnSecondDerivativeMatchesThePlainDefinition) {
     const char* name = c.fn == Fn::Log ? "log" : c.fn == Fn::Sqrt ? "sqrt" : c.fn == Fn::Pow ? "pow" : "exp";
     const auto got = gen::sym_fn_second_derivative<ReferenceBackend>(G, H, L, V, name, c.p);
     const auto Lc = L.contiguous();
+    const at::Tensor fL = gen::spectral_fn_values<ReferenceBackend>(Lc, c.fn, c.p);
     auto f1 = at::empty({2, n, n}, f64);
     ReferenceBackend::for_each_pair(
         2, n, gen::FillSymmetricWeight<gen::SpectralWeight>{
-                  f1.data_ptr<double>(), n, gen::SpectralWeight{Lc.data_ptr<double>(), n, c.fn, c.p}});
+                  f1.data_ptr<double>(), n,
+                  gen::SpectralWeight{Lc.data_ptr<double>(), fL.data_ptr<double>(), n, c.fn, c.p}});
     const auto want = gen::eigenbasis_second_derivative<ReferenceBackend>(
         G, H, V, PlainSecondWeight{Lc.data_ptr<double>(), f1.data_ptr<double>(), n, c.fn, c.p});
     const double scale = want.abs().max().item<double>();

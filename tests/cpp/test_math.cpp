@@ -362,6 +362,10 @@ void check_against_reference(Fn fn) {
     ++checked;
     const double got = mm::divided_difference(c.fn, c.a, c.b, c.p);
     EXPECT_LE(relative_error(got, c.ref), kTol) << describe(c, got);
+    // The form with f(a), f(b) given (the backward kernels' per-pair weight).
+    const double cached = mm::divided_difference(c.fn, c.a, c.b, mm::spectral_value(c.fn, c.a, c.p),
+                                                 mm::spectral_value(c.fn, c.b, c.p), c.p);
+    EXPECT_LE(relative_error(cached, c.ref), kTol) << "f(a), f(b) given: " << describe(c, cached);
   }
   EXPECT_GT(checked, 20);
 }

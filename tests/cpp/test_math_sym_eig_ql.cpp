@@ -3,13 +3,15 @@
 // orthogonality within 10 n eps), the eigenvalues against known spectra, on
 // the adversarial families (repeated, clustered to 1e-12, graded to 1e-12,
 // zero, extreme magnitudes, Wilkinson's close pairs), packs of 1..8 lanes
-// holding different families at once.
+// (1..16 in float32, the float32 compute mode's solver, checked at float32's
+// eps) holding different families at once.
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -20,8 +22,6 @@ namespace {
 using matbp::ops::cpu::kQlLanes;
 using matbp::ops::cpu::sym_eig_ql;
 using matbp::ops::cpu::sym_eig_ql_workspace;
-
-constexpr double kEps = 0x1p-52;
 
 struct Case {
   std::vector<double> a;         // n x n symmetric, row-major
@@ -60,7 +60,9 @@ Case from_spectrum(int n, std::vector<double> lambda, std::mt19937_64& rng) {
   return c;
 }
 
-std::vector<Case> families(int n, std::mt19937_64& rng) {
+// `extremes`: the scales of the Gaussian family's copies at the ends of the
+// range (float64's or float32's).
+std::vector<Case> families(int n, std::mt19937_64& rng, std::vector<double> extremes) {
   std::normal_distribution<double> normal;
   std::vector<Case> out;
   {  // Gaussian
@@ -108,7 +110,7 @@ std::vector<Case> families(int n, std::mt19937_64& rng) {
     }
     out.push_back(c);
   }
-  for (double scale : {1e150, 1e-150, 1e-300}) {  // extreme magnitudes
+  for (double scale : extremes) {  // extreme magnitudes
     Case c = out[0];
     for (double& x : c.a) x *= scale;
     out.push_back(c);
@@ -117,15 +119,15 @@ std::vector<Case> families(int n, std::mt19937_64& rng) {
 }
 
 // Residual, orthogonality, order and (where known) the eigenvalues of one
-// decomposition: vt holds the eigenvectors as rows.
-void check_decomposition(const Case& c, int n, const double* vt, const double* w,
+// decomposition at the unit roundoff eps: vt holds the eigenvectors as rows.
+void check_decomposition(const Case& c, int n, const double* vt, const double* w, double eps,
                          const std::string& what) {
   // Frobenius norm, scaled so that the 1e-300 family does not underflow.
   double amax = 0, sum = 0;
   for (double x : c.a) amax = std::max(amax, std::abs(x));
   for (double x : c.a) sum += amax > 0 ? (x / amax) * (x / amax) : 0.0;
   const double norm = amax * std::sqrt(sum);
-  const double tol = 10.0 * n * kEps;
+  const double tol = 10.0 * n * eps;
   for (int j = 0; j < n; ++j) {
     if (j > 0) {
       EXPECT_LE(w[j - 1], w[j]) << what << ": not ascending at " << j;
@@ -146,21 +148,24 @@ void check_decomposition(const Case& c, int n, const double* vt, const double* w
   }
 }
 
-TEST(SymEigQl, AdversarialFamiliesInMixedPacks) {
+// The families in packs of every width 1..kQlLanes<Real>, cycling through
+// them, so each lane meets different neighbours; input rounded to Real.
+template <typename Real>
+void check_mixed_packs(std::vector<double> extremes) {
+  constexpr int kLanes = kQlLanes<Real>;
+  const double eps = std::numeric_limits<Real>::epsilon();
   std::mt19937_64 rng(20261203);
   for (int n : {1, 2, 3, 5, 8, 9, 16, 31, 32, 33, 64}) {
-    const std::vector<Case> cases = families(n, rng);
-    std::vector<double> work(sym_eig_ql_workspace(n));
-    // Packs of every width 1..kQlLanes, cycling through the families, so
-    // each lane meets different neighbours.
+    const std::vector<Case> cases = families(n, rng, extremes);
+    std::vector<Real> work(sym_eig_ql_workspace<Real>(n));
     size_t next = 0;
-    for (int count = 1; count <= kQlLanes; ++count) {
-      std::vector<std::vector<double>> a(count), w(count, std::vector<double>(n));
-      std::vector<double*> a_ptr(count), w_ptr(count);
+    for (int count = 1; count <= kLanes; ++count) {
+      std::vector<std::vector<Real>> a(count), w(count, std::vector<Real>(n));
+      std::vector<Real*> a_ptr(count), w_ptr(count);
       std::vector<size_t> which(count);
       for (int q = 0; q < count; ++q) {
         which[q] = next++ % cases.size();
-        a[q] = cases[which[q]].a;
+        a[q].assign(cases[which[q]].a.begin(), cases[which[q]].a.end());
         // The upper triangle is not read: poison it.
         for (int i = 0; i < n; ++i)
           for (int j = i + 1; j < n; ++j) a[q][size_t(i) * n + j] = NAN;
@@ -169,13 +174,25 @@ TEST(SymEigQl, AdversarialFamiliesInMixedPacks) {
       }
       ASSERT_EQ(sym_eig_ql(n, count, a_ptr.data(), w_ptr.data(), work.data()), 0u)
           << "n = " << n << ", count = " << count << ", families " << which[0] << " " << (count > 1 ? which[1] : 99) << " " << (count > 2 ? which[2] : 99);
-      for (int q = 0; q < count; ++q)
-        check_decomposition(cases[which[q]], n, a[q].data(), w[q].data(),
+      for (int q = 0; q < count; ++q) {
+        const std::vector<double> vt(a[q].begin(), a[q].end()), lambda(w[q].begin(), w[q].end());
+        check_decomposition(cases[which[q]], n, vt.data(), lambda.data(), eps,
                             "n = " + std::to_string(n) + ", family " +
                                 std::to_string(which[q]) + ", lane " + std::to_string(q) +
                                 " of " + std::to_string(count));
+      }
     }
   }
+}
+
+TEST(SymEigQl, AdversarialFamiliesInMixedPacks) {
+  check_mixed_packs<double>({1e150, 1e-150, 1e-300});
+}
+
+// The float32 compute mode's solver: 16 lanes, float32's rounding in every
+// step, the bounds at float32's eps.
+TEST(SymEigQl, Float32AdversarialFamiliesInMixedPacks) {
+  check_mixed_packs<float>({1e30, 1e-30, 1e-36});
 }
 
 TEST(SymEigQl, GradedMatrixKeepsSmallEigenvaluesRelatively) {
@@ -185,7 +202,7 @@ TEST(SymEigQl, GradedMatrixKeepsSmallEigenvaluesRelatively) {
   const int n = 4;
   std::vector<double> a = {1.0,  0,      0,     0,      1e-10, 1e-4,   0,     0,
                            0,    1e-12,  1e-8,  0,      0,     0,      1e-18, 1e-12};
-  std::vector<double> w(n), work(sym_eig_ql_workspace(n));
+  std::vector<double> w(n), work(sym_eig_ql_workspace<double>(n));
   double* a_ptr = a.data();
   double* w_ptr = w.data();
   ASSERT_EQ(sym_eig_ql(n, 1, &a_ptr, &w_ptr, work.data()), 0u);

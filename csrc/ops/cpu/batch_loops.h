@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "../generic/backend.h"
+#include "tiled_loops.h"
 
 namespace matbp::ops::cpu {
 
@@ -43,40 +44,52 @@ inline void raise_first_failure(const FirstFailure& nonfinite, const FirstFailur
   TORCH_CHECK(!failed.any(), not_converged_message(op, solver, failed.index()));
 }
 
-// One matrix widened to float64 into dst; whether every entry is finite
-// (LAPACK must not see NaN or Inf).
-template <typename scalar_t>
-inline bool widen_if_finite(const scalar_t* src, int64_t count, double* dst) {
+// One matrix converted to the solver's type into dst (float64; float32 in
+// the float32 compute mode); whether every entry is finite (LAPACK must not
+// see NaN or Inf). Tested after the conversion: in the float32 compute
+// mode, a float64 entry beyond float32's range counts as Inf.
+template <typename scalar_t, typename Real>
+inline bool widen_if_finite(const scalar_t* src, int64_t count, Real* dst) {
   bool finite = true;
   for (int64_t e = 0; e < count; ++e) {
-    const double x = static_cast<double>(src[e]);
+    const Real x = static_cast<Real>(src[e]);
     finite &= std::isfinite(x);
     dst[e] = x;
   }
   return finite;
 }
 
-// One matrix of float64 data in place, or of float32 data widened into a
+// One matrix as Real: in place when it already is, else converted into a
 // thread's buffer.
-template <typename scalar_t>
-const double* as_double(const scalar_t* src, int64_t count, std::vector<double>& buffer) {
-  if constexpr (std::is_same_v<scalar_t, double>) {
+template <typename Real, typename scalar_t>
+const Real* as_real(const scalar_t* src, int64_t count, std::vector<Real>& buffer) {
+  if constexpr (std::is_same_v<scalar_t, Real>) {
     return src;
   } else {
     buffer.resize(count);
-    for (int64_t e = 0; e < count; ++e) buffer[e] = static_cast<double>(src[e]);
+    for (int64_t e = 0; e < count; ++e) buffer[e] = static_cast<Real>(src[e]);
     return buffer.data();
   }
 }
 
-// out = a^T, n x n row-major.
-inline void transpose_into(const double* a, int64_t n, double* out) {
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t j = 0; j < n; ++j) out[j * n + i] = a[i * n + j];
+// out = a^T, n x n row-major, converted to Dst.
+template <typename Src, typename Dst>
+void transpose_into(const Src* a, int64_t n, Dst* out) {
+  for_each_entry_tiled(n, [&](int64_t i, int64_t j) { out[j * n + i] = static_cast<Dst>(a[i * n + j]); });
+}
+
+// out = (a + a^T) / 2 in Real, n x n row-major.
+template <typename Real, typename scalar_t>
+void symmetric_part_into(const scalar_t* a, int64_t n, Real* out) {
+  for_each_upper_entry_tiled(n, [&](int64_t i, int64_t j) {
+    out[i * n + j] = out[j * n + i] =
+        Real(0.5) * (static_cast<Real>(a[i * n + j]) + static_cast<Real>(a[j * n + i]));
+  });
 }
 
 // Whether all `count` values at a are finite.
-inline bool all_finite(const double* a, int64_t count) {
+template <typename Real>
+bool all_finite(const Real* a, int64_t count) {
   bool finite = true;
   for (int64_t e = 0; e < count; ++e) finite &= std::isfinite(a[e]);
   return finite;

@@ -18,19 +18,20 @@ namespace matbp::ops::cpu {
 struct CpuBackend {
   static constexpr bool kRaisesAtOnce = true;
 
-  static EigenResult sym_eig64(const at::Tensor& A, const char* op, const char* arg) {
-    auto [L, V] = sym_eig_solve(A, at::kDouble, op, arg);
+  static EigenResult sym_eig(const at::Tensor& A, at::ScalarType compute, const char* op,
+                             const char* arg) {
+    auto [L, V] = sym_eig_solve(A, compute, compute, op, arg);
     return {L, V, at::Tensor(), at::Tensor()};
   }
 
   template <typename Inner>
-  static EigenbasisProduct eigenbasis_sandwich(const at::Tensor& G, const at::Tensor& V64,
+  static EigenbasisProduct eigenbasis_sandwich(const at::Tensor& G, const at::Tensor& V,
                                                Rotation rotation, const Inner& inner) {
-    return eigenbasis_sandwich_cpu(G, V64, rotation, inner);
+    return eigenbasis_sandwich_cpu(G, V, rotation, inner);
   }
 
-  static EigenbasisProduct eigen_compose(const at::Tensor& V64, const at::Tensor& d64) {
-    return eigen_compose_cpu(V64, d64);
+  static EigenbasisProduct eigen_compose(const at::Tensor& V, const at::Tensor& d) {
+    return eigen_compose_cpu(V, d);
   }
 
   template <typename F>

@@ -12,14 +12,21 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "small_gemm.h"
+#include "tiled_loops.h"
 
 extern "C" {
 void dsyevd_(const char* jobz, const char* uplo, const int* n, double* a, const int* lda,
              double* w, double* work, const int* lwork, int* iwork, const int* liwork,
              int* info);
+void ssyevd_(const char* jobz, const char* uplo, const int* n, float* a, const int* lda, float* w,
+             float* work, const int* lwork, int* iwork, const int* liwork, int* info);
+void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
+            const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
+            const float* beta, float* c, const int* ldc);
 void dgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
             const double* alpha, const double* a, const int* lda, const double* b, const int* ldb,
             const double* beta, double* c, const int* ldc);
@@ -41,20 +48,28 @@ struct LapackWorkspace {
 
 // Symmetric eigendecomposition of an n x n column-major matrix in place
 // (upper triangle read: the lower triangle of the row-major matrix).
-inline void lapack_syevd(int n, double* a, double* w, double* work, int lwork, int* iwork,
-                         int liwork, int* info) {
+// Typed as PyTorch's wrappers are: ssyevd in float32 (the opt-in float32
+// compute mode), dsyevd otherwise.
+template <typename Real>
+void lapack_syevd(int n, Real* a, Real* w, Real* work, int lwork, int* iwork, int liwork,
+                  int* info) {
   const char jobz = 'V';
   const char uplo = 'U';
   const int lda = std::max(n, 1);
-  dsyevd_(&jobz, &uplo, &n, a, &lda, w, work, &lwork, iwork, &liwork, info);
+  if constexpr (std::is_same_v<Real, float>) {
+    ssyevd_(&jobz, &uplo, &n, a, &lda, w, work, &lwork, iwork, &liwork, info);
+  } else {
+    dsyevd_(&jobz, &uplo, &n, a, &lda, w, work, &lwork, iwork, &liwork, info);
+  }
 }
 
 // dsyevd with jobz = 'V' needs lwork = 1 + 6n + 2n^2 (LAPACK's documented
 // minimum): the size to check against 32-bit integers before any query.
 inline int64_t lapack_syevd_min_workspace(int64_t n) { return 1 + 6 * n + 2 * n * n; }
 
-inline LapackWorkspace lapack_syevd_workspace(int n) {
-  double a = 0, w = 0, work = 0;
+template <typename Real>
+LapackWorkspace lapack_syevd_workspace(int n) {
+  Real a = 0, w = 0, work = 0;
   int iwork = 0, info = 0;
   lapack_syevd(n, &a, &w, &work, -1, &iwork, -1, &info);
   return {std::max(1, static_cast<int>(work)), std::max(1, iwork)};
@@ -112,14 +127,15 @@ inline int lapack_qr_workspace(int m, int n) {
 // A row-major matrix is its transpose to column-major BLAS, so this is
 // C^T = op(B)^T op(A)^T there, with the same transpose flags.
 // Small products (small_gemm_preferred) go to small_gemm, op(B) = B^T
-// through a transposed copy.
-inline void gemm_row_major(bool trans_a, bool trans_b, int rows, int cols, int inner, double alpha,
-                           const double* A, int lda, const double* B, int ldb, double beta,
-                           double* C, int ldc) {
+// through a transposed copy. Real (float: sgemm, double: dgemm) is A's.
+template <typename Real>
+void gemm_row_major(bool trans_a, bool trans_b, int rows, int cols, int inner,
+                    std::common_type_t<Real> alpha, const Real* A, int lda, const Real* B, int ldb,
+                    std::common_type_t<Real> beta, Real* C, int ldc) {
   if (rows == 0 || cols == 0) return;
   if (alpha == 1.0 && (beta == 0.0 || beta == 1.0) && small_gemm_preferred(rows, cols, inner)) {
     if (trans_b) {
-      thread_local std::vector<double> transposed;
+      thread_local std::vector<Real> transposed;
       transposed.resize(size_t(inner) * cols);
       for (int j = 0; j < cols; ++j)
         for (int k = 0; k < inner; ++k) transposed[size_t(k) * cols + j] = B[size_t(j) * ldb + k];
@@ -131,7 +147,11 @@ inline void gemm_row_major(bool trans_a, bool trans_b, int rows, int cols, int i
   }
   const char ta = trans_a ? 'T' : 'N';
   const char tb = trans_b ? 'T' : 'N';
-  dgemm_(&tb, &ta, &cols, &rows, &inner, &alpha, B, &ldb, A, &lda, &beta, C, &ldc);
+  if constexpr (std::is_same_v<Real, float>) {
+    sgemm_(&tb, &ta, &cols, &rows, &inner, &alpha, B, &ldb, A, &lda, &beta, C, &ldc);
+  } else {
+    dgemm_(&tb, &ta, &cols, &rows, &inner, &alpha, B, &ldb, A, &lda, &beta, C, &ldc);
+  }
 }
 
 // Row-major C (n x n) = op(A) op(B) for a product known to be symmetric
@@ -139,15 +159,16 @@ inline void gemm_row_major(bool trans_a, bool trans_b, int rows, int cols, int i
 // computed, recursively halving the diagonal blocks (62% of the flops at
 // n = 256), then mirrored, which also makes C exactly symmetric. BLAS has
 // dsyrk for the X X^T case only, and the torch wheel does not export it.
-inline void gemm_symmetric_result(bool trans_a, bool trans_b, int n, int inner, const double* A,
-                                  int lda, const double* B, int ldb, double* C, int ldc) {
+template <typename Real>
+void gemm_symmetric_result(bool trans_a, bool trans_b, int n, int inner, const Real* A, int lda,
+                           const Real* B, int ldb, Real* C, int ldc) {
   constexpr int kLeaf = 64;
   // Rows r0.. of op(A) and columns c0.. of op(B).
   auto a_rows = [&](int r0) { return trans_a ? A + r0 : A + int64_t(r0) * lda; };
   auto b_cols = [&](int c0) { return trans_b ? B + int64_t(c0) * ldb : B + c0; };
   auto block = [&](int r0, int rows, int c0, int cols) {
-    gemm_row_major(trans_a, trans_b, rows, cols, inner, 1.0, a_rows(r0), lda, b_cols(c0), ldb, 0.0,
-                   C + int64_t(r0) * ldc + c0, ldc);
+    gemm_row_major<Real>(trans_a, trans_b, rows, cols, inner, 1.0, a_rows(r0), lda, b_cols(c0), ldb,
+                         0.0, C + int64_t(r0) * ldc + c0, ldc);
   };
   auto lower = [&](auto&& self, int r0, int size) -> void {
     if (size <= kLeaf) {
@@ -161,8 +182,7 @@ inline void gemm_symmetric_result(bool trans_a, bool trans_b, int n, int inner, 
   };
   if (n == 0) return;
   lower(lower, 0, n);
-  for (int i = 0; i < n; ++i)
-    for (int j = i + 1; j < n; ++j) C[int64_t(i) * ldc + j] = C[int64_t(j) * ldc + i];
+  for_each_upper_entry_tiled(n, [&](int64_t i, int64_t j) { C[i * ldc + j] = C[j * ldc + i]; });
 }
 
 // Runs body(begin, end) over the batch on ATen's thread pool. Small matrices

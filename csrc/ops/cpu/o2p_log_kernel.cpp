@@ -67,7 +67,7 @@ void refine_small_gram_eigenvalues(const double* x, int64_t m, int64_t d, const 
 }
 
 // Per-matrix helpers of the fused pipelines below: results are written
-// directly when the output is float64, else through a buffer (as_double,
+// directly when the output is float64, else through a buffer (as_real,
 // batch_loops.h, reads the inputs).
 template <typename out_t>
 double* output_buffer(out_t* dst, int64_t count, std::vector<double>& buffer) {
@@ -141,7 +141,7 @@ class GramEigen {
 
  private:
   int k_;
-  SymEigSolver solver_;
+  SymEigSolver<> solver_;
   std::vector<double> gram_;
   std::vector<double*> a_, w_;
   std::vector<int> slot_;
@@ -168,7 +168,7 @@ void for_each_gram_eigen(const scalar_t* x_in, int64_t begin, int64_t end, int m
     const int count = static_cast<int>(std::min<int64_t>(width, end - b0));
     for (int q = 0; q < count; ++q) {
       const int64_t b = b0 + q;
-      x[q] = as_double(x_in + b * md, md, buffers[q]);
+      x[q] = as_real<double>(x_in + b * md, md, buffers[q]);
       s[q] = s_out + b * k;
       u[q] = u_out + b * int64_t(k) * k;
     }
@@ -254,7 +254,7 @@ void o2p_cols_backward(const grad_t* g_in, const double* s_in, const double* u_i
           d, generic::O2pColsInner{inner.data(), s, log_lam.data(), eps, d});
       gemm_row_major(false, false, d, d, d, 1.0, u, d, inner.data(), d, 0.0, t.data(), d);
       gemm_symmetric_result(false, true, d, d, t.data(), d, u, d, ga.data(), d);
-      const double* xb = as_double(x_in + b * md, md, x);
+      const double* xb = as_real<double>(x_in + b * md, md, x);
       double* gxb = output_buffer(gx_out + b * md, md, gx);
       gemm_row_major(false, false, m, d, d, 1.0, xb, d, ga.data(), d, 0.0, gxb, d);
       store_output(gxb, md, gx_out + b * md);

@@ -1,7 +1,8 @@
-// The small-matrix GEMM of small_gemm.h: a 4 x 16 block of C in registers
-// (eight 8-double vectors: 8 AVX-512 or 16 AVX2 registers), B's row segment
+// The small-matrix GEMM of small_gemm.h: a 4 x 2-vector block of C in
+// registers (eight 64-byte vectors, 4 x 16 doubles or 4 x 32 floats: 8
+// AVX-512 or 16 AVX2 registers), B's row segment
 // loaded once per k and used by four rows of A. Narrower blocks take the
-// edges.
+// edges: one vector, a half vector, then scalar columns.
 
 #include "small_gemm.h"
 
@@ -12,92 +13,124 @@
 namespace matbp::ops::cpu {
 namespace {
 
-typedef double Vec8 __attribute__((vector_size(64)));
-// The same, at any 8-byte aligned address (rows of B and C at odd offsets).
-typedef double Vec8Unaligned __attribute__((vector_size(64), aligned(8), may_alias));
+// One vector of Bytes bytes of Real (64: a full one; 32: the half vector
+// that keeps 8 remaining floats or 4 doubles out of the scalar edge), and
+// the same at any element-aligned address (rows of B and C at odd offsets).
+template <typename Real, int Bytes = 64>
+struct Simd {
+  typedef Real Vec __attribute__((vector_size(Bytes)));
+  typedef Real Unaligned __attribute__((vector_size(Bytes), aligned(sizeof(Real)), may_alias));
+};
+template <typename Real, int Bytes = 64>
+constexpr int kLanes = Bytes / sizeof(Real);
 
 // Entry (i, k) of op(A).
-template <bool TransA>
-[[gnu::always_inline]] inline double a_entry(const double* A, int64_t lda, int64_t i, int64_t k) {
+template <typename Real, bool TransA>
+[[gnu::always_inline]] inline Real a_entry(const Real* A, int64_t lda, int64_t i, int64_t k) {
   return TransA ? A[k * lda + i] : A[i * lda + k];
 }
 
-// C[i0 .. i0+R) x [j, j + 8 Chunks) (+)= op(A)[i0 .. i0+R) B[:, j ..).
-template <bool TransA, bool Accumulate, int R, int Chunks>
-[[gnu::always_inline]] inline void block(int64_t i0, int64_t j, int64_t inner, const double* A,
-                                         int64_t lda, const double* B, int64_t ldb, double* C,
+// C[i0 .. i0+R) x [j, j + L Chunks) (+)= op(A)[i0 .. i0+R) B[:, j ..), L
+// elements of Real in a vector of Bytes.
+template <typename Real, bool TransA, bool Accumulate, int R, int Chunks, int Bytes = 64>
+[[gnu::always_inline]] inline void block(int64_t i0, int64_t j, int64_t inner, const Real* A,
+                                         int64_t lda, const Real* B, int64_t ldb, Real* C,
                                          int64_t ldc) {
-  Vec8 acc[R][Chunks] = {};
+  using Vec = typename Simd<Real, Bytes>::Vec;
+  using Unaligned = typename Simd<Real, Bytes>::Unaligned;
+  constexpr int L = kLanes<Real, Bytes>;
+  Vec acc[R][Chunks] = {};
   for (int64_t k = 0; k < inner; ++k) {
-    Vec8 b[Chunks];
+    Vec b[Chunks];
     for (int c = 0; c < Chunks; ++c)
-      b[c] = *reinterpret_cast<const Vec8Unaligned*>(B + k * ldb + j + 8 * c);
+      b[c] = *reinterpret_cast<const Unaligned*>(B + k * ldb + j + L * c);
     for (int r = 0; r < R; ++r) {
-      const double a = a_entry<TransA>(A, lda, i0 + r, k);
+      const Real a = a_entry<Real, TransA>(A, lda, i0 + r, k);
       for (int c = 0; c < Chunks; ++c) acc[r][c] += a * b[c];
     }
   }
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < Chunks; ++c) {
-      // Not auto: a deduced type drops the typedef's alignment of 8.
-      Vec8Unaligned* out = reinterpret_cast<Vec8Unaligned*>(C + (i0 + r) * ldc + j + 8 * c);
+      // Not auto: a deduced type drops the typedef's element alignment.
+      Unaligned* out = reinterpret_cast<Unaligned*>(C + (i0 + r) * ldc + j + L * c);
       *out = Accumulate ? *out + acc[r][c] : acc[r][c];
     }
 }
 
-// The last Width < 8 columns, Width known to the compiler so the loops over
-// it unroll into registers.
-template <bool TransA, bool Accumulate, int R, int Width>
+// The last Width < kLanes / 2 columns, Width known to the compiler so the
+// loops over it unroll into registers.
+template <typename Real, bool TransA, bool Accumulate, int R, int Width>
 [[gnu::always_inline]] inline void edge_block(int64_t i0, int64_t j, int64_t inner,
-                                              const double* A, int64_t lda, const double* B,
-                                              int64_t ldb, double* C, int64_t ldc) {
-  double acc[R][Width] = {};
+                                              const Real* A, int64_t lda, const Real* B,
+                                              int64_t ldb, Real* C, int64_t ldc) {
+  Real acc[R][Width] = {};
   for (int64_t k = 0; k < inner; ++k) {
-    const double* b = B + k * ldb + j;
+    const Real* b = B + k * ldb + j;
     for (int r = 0; r < R; ++r) {
-      const double a = a_entry<TransA>(A, lda, i0 + r, k);
+      const Real a = a_entry<Real, TransA>(A, lda, i0 + r, k);
       for (int c = 0; c < Width; ++c) acc[r][c] += a * b[c];
     }
   }
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < Width; ++c) {
-      double& out = C[(i0 + r) * ldc + j + c];
+      Real& out = C[(i0 + r) * ldc + j + c];
       out = Accumulate ? out + acc[r][c] : acc[r][c];
     }
 }
 
-template <bool TransA, bool Accumulate, int R, int... Widths>
+template <typename Real, bool TransA, bool Accumulate, int R, int... Widths>
 [[gnu::always_inline]] inline void edge(int64_t width, std::integer_sequence<int, Widths...>,
-                                        int64_t i0, int64_t j, int64_t inner, const double* A,
-                                        int64_t lda, const double* B, int64_t ldb, double* C,
+                                        int64_t i0, int64_t j, int64_t inner, const Real* A,
+                                        int64_t lda, const Real* B, int64_t ldb, Real* C,
                                         int64_t ldc) {
-  ((width == Widths + 1 ? edge_block<TransA, Accumulate, R, Widths + 1>(i0, j, inner, A, lda, B, ldb, C, ldc)
-                        : void()),
+  ((width == Widths + 1
+        ? edge_block<Real, TransA, Accumulate, R, Widths + 1>(i0, j, inner, A, lda, B, ldb, C, ldc)
+        : void()),
    ...);
 }
 
-template <bool TransA, bool Accumulate, int R>
+template <typename Real, bool TransA, bool Accumulate, int R>
 [[gnu::always_inline]] inline void row_block(int64_t i0, int64_t cols, int64_t inner,
-                                             const double* A, int64_t lda, const double* B,
-                                             int64_t ldb, double* C, int64_t ldc) {
+                                             const Real* A, int64_t lda, const Real* B,
+                                             int64_t ldb, Real* C, int64_t ldc) {
+  constexpr int L = kLanes<Real>;
   int64_t j = 0;
-  for (; j + 16 <= cols; j += 16)
-    block<TransA, Accumulate, R, 2>(i0, j, inner, A, lda, B, ldb, C, ldc);
-  for (; j + 8 <= cols; j += 8)
-    block<TransA, Accumulate, R, 1>(i0, j, inner, A, lda, B, ldb, C, ldc);
+  for (; j + 2 * L <= cols; j += 2 * L)
+    block<Real, TransA, Accumulate, R, 2>(i0, j, inner, A, lda, B, ldb, C, ldc);
+  for (; j + L <= cols; j += L)
+    block<Real, TransA, Accumulate, R, 1>(i0, j, inner, A, lda, B, ldb, C, ldc);
+  if (j + L / 2 <= cols) {
+    block<Real, TransA, Accumulate, R, 1, 32>(i0, j, inner, A, lda, B, ldb, C, ldc);
+    j += L / 2;
+  }
   if (j < cols)
-    edge<TransA, Accumulate, R>(cols - j, std::make_integer_sequence<int, 7>(), i0, j, inner, A,
-                                lda, B, ldb, C, ldc);
+    edge<Real, TransA, Accumulate, R>(cols - j, std::make_integer_sequence<int, L / 2 - 1>(), i0,
+                                      j, inner, A, lda, B, ldb, C, ldc);
 }
 
-template <bool TransA, bool Accumulate>
+template <typename Real, bool TransA, bool Accumulate>
 [[gnu::always_inline]] inline void all_rows(int64_t rows, int64_t cols, int64_t inner,
-                                            const double* A, int64_t lda, const double* B,
-                                            int64_t ldb, double* C, int64_t ldc) {
+                                            const Real* A, int64_t lda, const Real* B,
+                                            int64_t ldb, Real* C, int64_t ldc) {
   int64_t i = 0;
   for (; i + 4 <= rows; i += 4)
-    row_block<TransA, Accumulate, 4>(i, cols, inner, A, lda, B, ldb, C, ldc);
-  for (; i < rows; ++i) row_block<TransA, Accumulate, 1>(i, cols, inner, A, lda, B, ldb, C, ldc);
+    row_block<Real, TransA, Accumulate, 4>(i, cols, inner, A, lda, B, ldb, C, ldc);
+  for (; i < rows; ++i) row_block<Real, TransA, Accumulate, 1>(i, cols, inner, A, lda, B, ldb, C, ldc);
+}
+
+
+template <typename Real>
+[[gnu::always_inline]] inline void dispatch(bool trans_a, bool accumulate, int64_t rows,
+                                            int64_t cols, int64_t inner, const Real* A,
+                                            int64_t lda, const Real* B, int64_t ldb, Real* C,
+                                            int64_t ldc) {
+  if (trans_a) {
+    if (accumulate) all_rows<Real, true, true>(rows, cols, inner, A, lda, B, ldb, C, ldc);
+    else all_rows<Real, true, false>(rows, cols, inner, A, lda, B, ldb, C, ldc);
+  } else {
+    if (accumulate) all_rows<Real, false, true>(rows, cols, inner, A, lda, B, ldb, C, ldc);
+    else all_rows<Real, false, false>(rows, cols, inner, A, lda, B, ldb, C, ldc);
+  }
 }
 
 }  // namespace
@@ -106,13 +139,13 @@ MATBP_SIMD_CLONES
 void small_gemm(bool trans_a, bool accumulate, int64_t rows, int64_t cols, int64_t inner,
                 const double* A, int64_t lda, const double* B, int64_t ldb, double* C,
                 int64_t ldc) {
-  if (trans_a) {
-    if (accumulate) all_rows<true, true>(rows, cols, inner, A, lda, B, ldb, C, ldc);
-    else all_rows<true, false>(rows, cols, inner, A, lda, B, ldb, C, ldc);
-  } else {
-    if (accumulate) all_rows<false, true>(rows, cols, inner, A, lda, B, ldb, C, ldc);
-    else all_rows<false, false>(rows, cols, inner, A, lda, B, ldb, C, ldc);
-  }
+  dispatch(trans_a, accumulate, rows, cols, inner, A, lda, B, ldb, C, ldc);
+}
+
+MATBP_SIMD_CLONES
+void small_gemm(bool trans_a, bool accumulate, int64_t rows, int64_t cols, int64_t inner,
+                const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc) {
+  dispatch(trans_a, accumulate, rows, cols, inner, A, lda, B, ldb, C, ldc);
 }
 
 }  // namespace matbp::ops::cpu

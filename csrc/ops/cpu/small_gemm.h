@@ -17,6 +17,9 @@ namespace matbp::ops::cpu {
 void small_gemm(bool trans_a, bool accumulate, int64_t rows, int64_t cols, int64_t inner,
                 const double* A, int64_t lda, const double* B, int64_t ldb, double* C,
                 int64_t ldc);
+// The same in float32 (the float32 compute mode), 16 floats per vector.
+void small_gemm(bool trans_a, bool accumulate, int64_t rows, int64_t cols, int64_t inner,
+                const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc);
 
 // Where small_gemm beats BLAS: every dimension up to 128. Timed per call on
 // n x n matrices in cache against the torch wheel's MKL dgemm, one thread:

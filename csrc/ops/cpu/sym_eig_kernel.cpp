@@ -21,21 +21,22 @@
 namespace matbp::ops::cpu {
 namespace {
 
-template <typename in_t, typename out_t>
+// Real: the type the solver computes in.
+template <typename Real, typename in_t, typename out_t>
 void sym_eig_batch(const in_t* a_in, out_t* l_out, out_t* v_out, int64_t batch, int n,
                    FirstFailure& nonfinite, FirstFailure& failed) {
   const int64_t nn = int64_t(n) * n;
   parallel_over_batch(batch, n, [&](int64_t begin, int64_t end) {
-    SymEigSolver solver(n);
+    SymEigSolver<Real> solver(n);
     const int width = solver.width();
-    std::vector<double> a(width * nn), w(width * n);
-    std::vector<double*> a_ptr(width), w_ptr(width);
+    std::vector<Real> a(width * nn), w(width * n);
+    std::vector<Real*> a_ptr(width), w_ptr(width);
     std::vector<int64_t> index(width);
     for (int64_t b0 = begin; b0 < end;) {
       // The next `width` finite matrices of this thread's range.
       int count = 0;
       for (; b0 < end && count < width; ++b0) {
-        double* slot = a.data() + count * nn;
+        Real* slot = a.data() + count * nn;
         if (!widen_if_finite(a_in + b0 * nn, nn, slot)) {
           nonfinite.record(b0);
           continue;
@@ -53,24 +54,38 @@ void sym_eig_batch(const in_t* a_in, out_t* l_out, out_t* v_out, int64_t batch, 
         }
         out_t* l = l_out + b * n;
         out_t* v = v_out + b * nn;
-        const double* vt = a_ptr[q];
+        const Real* vt = a_ptr[q];
         for (int i = 0; i < n; ++i) l[i] = static_cast<out_t>(w_ptr[q][i]);
         // The solver's eigenvectors are rows; V holds them as columns.
-        for (int i = 0; i < n; ++i)
-          for (int j = 0; j < n; ++j) v[i * n + j] = static_cast<out_t>(vt[int64_t(j) * n + i]);
+        transpose_into(vt, n, v);
       }
     }
   });
 }
 
-std::tuple<at::Tensor, at::Tensor> sym_eig_cpu(const at::Tensor& A) {
-  return sym_eig_solve(A, A.scalar_type(), "matbp.sym_eig");
+std::tuple<at::Tensor, at::Tensor> sym_eig_cpu(const at::Tensor& A,
+                                               std::optional<at::ScalarType> compute_dtype) {
+  constexpr const char* op = "matbp.sym_eig";
+  return sym_eig_solve(A, A.scalar_type(), resolve_compute_dtype(compute_dtype, op), op);
+}
+
+template <typename Real>
+void sym_eig_dispatch(const at::Tensor& Ac, at::Tensor& L, at::Tensor& V, int64_t batch, int n,
+                      FirstFailure& nonfinite, FirstFailure& failed) {
+  AT_DISPATCH_FLOATING_TYPES(Ac.scalar_type(), "matbp_sym_eig_in", [&] {
+    using in_t = scalar_t;
+    AT_DISPATCH_FLOATING_TYPES(L.scalar_type(), "matbp_sym_eig_out", [&] {
+      sym_eig_batch<Real>(Ac.data_ptr<in_t>(), L.data_ptr<scalar_t>(), V.data_ptr<scalar_t>(),
+                          batch, n, nonfinite, failed);
+    });
+  });
 }
 
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> sym_eig_solve(const at::Tensor& A, at::ScalarType out_dtype,
-                                                  const char* op, const char* arg) {
+                                                  at::ScalarType compute_dtype, const char* op,
+                                                  const char* arg) {
   check_float_matrix(A, op, arg, /*square=*/true);
   TORCH_CHECK(A.device().is_cpu(), op, ": expected a CPU tensor, got ", A.device());
   const int64_t n = A.size(-1);
@@ -84,18 +99,15 @@ std::tuple<at::Tensor, at::Tensor> sym_eig_solve(const at::Tensor& A, at::Scalar
 
   const auto Ac = A.contiguous();
   FirstFailure nonfinite(batch), failed(batch);
-  const auto in_dtype = A.scalar_type();
-  if (in_dtype == at::kDouble) {
-    sym_eig_batch(Ac.data_ptr<double>(), L.data_ptr<double>(), V.data_ptr<double>(), batch, n,
-                  nonfinite, failed);
-  } else if (out_dtype == at::kDouble) {
-    sym_eig_batch(Ac.data_ptr<float>(), L.data_ptr<double>(), V.data_ptr<double>(), batch, n,
-                  nonfinite, failed);
+  const char* solver = nullptr;
+  if (compute_dtype == at::kFloat) {
+    sym_eig_dispatch<float>(Ac, L, V, batch, static_cast<int>(n), nonfinite, failed);
+    solver = SymEigSolver<float>(static_cast<int>(n)).name();
   } else {
-    sym_eig_batch(Ac.data_ptr<float>(), L.data_ptr<float>(), V.data_ptr<float>(), batch, n,
-                  nonfinite, failed);
+    sym_eig_dispatch<double>(Ac, L, V, batch, static_cast<int>(n), nonfinite, failed);
+    solver = SymEigSolver<double>(static_cast<int>(n)).name();
   }
-  raise_first_failure(nonfinite, failed, op, arg, SymEigSolver(static_cast<int>(n)).name());
+  raise_first_failure(nonfinite, failed, op, arg, solver);
   return {L, V};
 }
 

@@ -1,408 +1,429 @@
 // The small-matrix CPU eigensolver (sym_eig_ql.h). Where it is used instead
 // of LAPACK, and the measurement behind that, is in sym_eig_solver.h.
 //
-// Every quantity is a vector of kQlLanes doubles, matrix q in lane q; the
+// Every quantity is a vector of kQlLanes<Real> values, matrix q in lane q; the
 // FOR_LANES loops are what the compiler turns into SIMD instructions.
 
 #include "sym_eig_ql.h"
 
 #include <algorithm>
-#include <cfloat>
 #include <cmath>
+#include <limits>
+#include <type_traits>
 
 #include "simd_clones.h"
 
-#define FOR_LANES _Pragma("omp simd") for (int q = 0; q < kQlLanes; ++q)
+#define FOR_LANES _Pragma("omp simd") for (int q = 0; q < W; ++q)
 
 namespace matbp::ops::cpu {
 namespace {
 
-constexpr int W = kQlLanes;
-constexpr double kUnitRoundoff = 0x1p-53;
+// The solver for one scalar type: W = kQlLanes<Real> matrices at a time,
+// Real's rounding in the deflation tests.
+template <typename Real>
+struct QlSolver {
+  static constexpr int W = kQlLanes<Real>;
+  static constexpr Real kUnitRoundoff = std::numeric_limits<Real>::epsilon() / 2;
+  // Where x^2 + y^2 can neither overflow nor underflow Real.
+  static constexpr Real kHypotSafeLow = Real(std::is_same_v<Real, double> ? 0x1p-450 : 0x1p-60);
+  static constexpr Real kHypotSafeHigh = Real(std::is_same_v<Real, double> ? 0x1p450 : 0x1p60);
 
-// sqrt(x^2 + y^2) without std::hypot's cost where the squares can neither
-// overflow nor underflow: always in a unit-scaled matrix, except deep in
-// graded tails. Branch-free, so it vectorises.
-inline double fast_hypot(double x, double y) {
-  const double ax = std::abs(x), ay = std::abs(y);
-  const double big = std::max(ax, ay), small = std::min(ax, ay);
-  const bool safe = (big > 0x1p-450) & (big < 0x1p450);
-  // The scaled form is exact in the ratio, so it serves where the plain one
-  // would underflow; big == 0 gives 0.
-  const double ratio = big > 0 ? small / big : 0.0;
-  return safe ? std::sqrt(x * x + y * y) : big * std::sqrt(1.0 + ratio * ratio);
-}
+  // sqrt(x^2 + y^2) without std::hypot's cost where the squares can neither
+  // overflow nor underflow: always in a unit-scaled matrix, except deep in
+  // graded tails. Branch-free, so it vectorises.
+  [[gnu::always_inline]] static Real fast_hypot(Real x, Real y) {
+    const Real ax = std::abs(x), ay = std::abs(y);
+    const Real big = std::max(ax, ay), small = std::min(ax, ay);
+    const bool safe = (big > kHypotSafeLow) & (big < kHypotSafeHigh);
+    // The scaled form is exact in the ratio, so it serves where the plain one
+    // would underflow; big == 0 gives 0.
+    const Real ratio = big > 0 ? small / big : Real(0);
+    return safe ? std::sqrt(x * x + y * y) : big * std::sqrt(Real(1) + ratio * ratio);
+  }
 
-struct Pack {
-  int n;
-  double* t;    // lower triangle, packed by rows: the matrix being reduced
-  double* z;    // n x n: the transformation, then the eigenvectors as rows
-  double* d;    // n: diagonal, then eigenvalues
-  double* e;    // n: sub-diagonal, e[n-1] = 0
-  double* tau;  // n: Householder scalars
-  double* p;    // n: scratch vector
-  double* sigma;  // scratch lane vector
-  double* rot_c;  // n: a chase's rotations
-  double* rot_s;  // n
-  double* v;      // n: a reflector, contiguous
+  struct Pack {
+    int n;
+    Real* t;    // lower triangle, packed by rows: the matrix being reduced
+    Real* z;    // n x n: the transformation, then the eigenvectors as rows
+    Real* d;    // n: diagonal, then eigenvalues
+    Real* e;    // n: sub-diagonal, e[n-1] = 0
+    Real* tau;  // n: Householder scalars
+    Real* p;    // n: scratch vector
+    Real* sigma;  // scratch lane vector
+    Real* rot_c;  // n: a chase's rotations
+    Real* rot_s;  // n
+    Real* v;      // n: a reflector, contiguous
 
-  double* T(int i, int j) const { return t + (int64_t(i) * (i + 1) / 2 + j) * W; }
-  double* Z(int i, int j) const { return z + (int64_t(i) * n + j) * W; }
-  double* D(int i) const { return d + int64_t(i) * W; }
-  double* E(int i) const { return e + int64_t(i) * W; }
-  double* Tau(int i) const { return tau + int64_t(i) * W; }
-  double* P(int i) const { return p + int64_t(i) * W; }
-};
+    Real* T(int i, int j) const { return t + (int64_t(i) * (i + 1) / 2 + j) * W; }
+    Real* Z(int i, int j) const { return z + (int64_t(i) * n + j) * W; }
+    Real* D(int i) const { return d + int64_t(i) * W; }
+    Real* E(int i) const { return e + int64_t(i) * W; }
+    Real* Tau(int i) const { return tau + int64_t(i) * W; }
+    Real* P(int i) const { return p + int64_t(i) * W; }
+  };
 
-// Householder reduction to tridiagonal d, e. Reflector k, I - tau_k v v^T
-// with v_{k+1} = 1, acts on indices k+1..n-1 and is kept in column k of t.
-[[gnu::always_inline]] inline void tridiagonalize(const Pack& s) {
-  const int n = s.n;
-  for (int k = 0; k + 2 < n; ++k) {
-    double* dk = s.D(k);
-    const double* tkk = s.T(k, k);
-    FOR_LANES dk[q] = tkk[q];
-    double* sigma = s.sigma;
-    FOR_LANES sigma[q] = 0;
-    for (int j = k + 2; j < n; ++j) {
-      const double* x = s.T(j, k);
-      FOR_LANES sigma[q] += x[q] * x[q];
-    }
-    double* x0 = s.T(k + 1, k);
-    double* tau = s.Tau(k);
-    double* ek = s.E(k);
-    double inv[W];
-    FOR_LANES {
-      // sigma = 0: already tridiagonal in this column (or below 1e-154 of
-      // the unit-scaled matrix, far under its rounding); tau = 0 then makes
-      // the reflection the identity.
-      const bool reflect = sigma[q] > 0;
-      const double alpha = x0[q];
-      const double beta = -std::copysign(std::sqrt(alpha * alpha + sigma[q]), alpha);
-      tau[q] = reflect ? (beta - alpha) / beta : 0.0;
-      inv[q] = reflect ? 1.0 / (alpha - beta) : 0.0;
-      ek[q] = reflect ? beta : alpha;
-      x0[q] = 1.0;
-    }
-    for (int j = k + 2; j < n; ++j) {
-      double* x = s.T(j, k);
-      FOR_LANES x[q] *= inv[q];
-    }
-    // B <- H B H on the trailing block B (its lower triangle):
-    // p = tau B v, w = p - (tau/2)(p.v) v, B <- B - v w^T - w v^T, with v
-    // gathered from column k into contiguous lane vectors first.
-    double* v = s.v;
-    for (int i = k + 1; i < n; ++i) {
-      const double* src = s.T(i, k);
-      double* vi = v + int64_t(i) * W;
-      double* pi = s.P(i);
-      FOR_LANES {
-        vi[q] = src[q];
-        pi[q] = 0;
+  // Householder reduction to tridiagonal d, e. Reflector k, I - tau_k v v^T
+  // with v_{k+1} = 1, acts on indices k+1..n-1 and is kept in column k of t.
+  [[gnu::always_inline]] static void tridiagonalize(const Pack& s) {
+    const int n = s.n;
+    for (int k = 0; k + 2 < n; ++k) {
+      Real* dk = s.D(k);
+      const Real* tkk = s.T(k, k);
+      FOR_LANES dk[q] = tkk[q];
+      Real* sigma = s.sigma;
+      FOR_LANES sigma[q] = 0;
+      for (int j = k + 2; j < n; ++j) {
+        const Real* x = s.T(j, k);
+        FOR_LANES sigma[q] += x[q] * x[q];
       }
-    }
-    for (int i = k + 1; i < n; ++i) {
-      const double* vi = v + int64_t(i) * W;
-      const double* bi = s.T(i, 0);
-      double* pi = s.P(i);
-      double acc[W] = {};
-      for (int j = k + 1; j < i; ++j) {
-        const double* bij = bi + int64_t(j) * W;
-        const double* vj = v + int64_t(j) * W;
-        double* pj = s.P(j);
+      Real* x0 = s.T(k + 1, k);
+      Real* tau = s.Tau(k);
+      Real* ek = s.E(k);
+      Real inv[W];
+      FOR_LANES {
+        // sigma = 0: already tridiagonal in this column (or its square
+        // underflowed, far under the unit-scaled matrix's rounding); tau = 0
+        // then makes the reflection the identity.
+        const bool reflect = sigma[q] > 0;
+        const Real alpha = x0[q];
+        const Real beta = -std::copysign(std::sqrt(alpha * alpha + sigma[q]), alpha);
+        tau[q] = reflect ? (beta - alpha) / beta : Real(0);
+        inv[q] = reflect ? Real(1) / (alpha - beta) : Real(0);
+        ek[q] = reflect ? beta : alpha;
+        x0[q] = Real(1);
+      }
+      for (int j = k + 2; j < n; ++j) {
+        Real* x = s.T(j, k);
+        FOR_LANES x[q] *= inv[q];
+      }
+      // B <- H B H on the trailing block B (its lower triangle):
+      // p = tau B v, w = p - (tau/2)(p.v) v, B <- B - v w^T - w v^T, with v
+      // gathered from column k into contiguous lane vectors first.
+      Real* v = s.v;
+      for (int i = k + 1; i < n; ++i) {
+        const Real* src = s.T(i, k);
+        Real* vi = v + int64_t(i) * W;
+        Real* pi = s.P(i);
         FOR_LANES {
-          acc[q] += bij[q] * vj[q];
-          pj[q] += bij[q] * vi[q];
+          vi[q] = src[q];
+          pi[q] = 0;
         }
       }
-      const double* bii = bi + int64_t(i) * W;
-      FOR_LANES pi[q] += acc[q] + bii[q] * vi[q];
-    }
-    double pv[W] = {};
-    for (int i = k + 1; i < n; ++i) {
-      const double* vi = v + int64_t(i) * W;
-      double* pi = s.P(i);
-      FOR_LANES {
-        pi[q] *= tau[q];
-        pv[q] += pi[q] * vi[q];
+      for (int i = k + 1; i < n; ++i) {
+        const Real* vi = v + int64_t(i) * W;
+        const Real* bi = s.T(i, 0);
+        Real* pi = s.P(i);
+        Real acc[W] = {};
+        for (int j = k + 1; j < i; ++j) {
+          const Real* bij = bi + int64_t(j) * W;
+          const Real* vj = v + int64_t(j) * W;
+          Real* pj = s.P(j);
+          FOR_LANES {
+            acc[q] += bij[q] * vj[q];
+            pj[q] += bij[q] * vi[q];
+          }
+        }
+        const Real* bii = bi + int64_t(i) * W;
+        FOR_LANES pi[q] += acc[q] + bii[q] * vi[q];
+      }
+      Real pv[W] = {};
+      for (int i = k + 1; i < n; ++i) {
+        const Real* vi = v + int64_t(i) * W;
+        Real* pi = s.P(i);
+        FOR_LANES {
+          pi[q] *= tau[q];
+          pv[q] += pi[q] * vi[q];
+        }
+      }
+      FOR_LANES pv[q] *= Real(0.5) * tau[q];
+      for (int i = k + 1; i < n; ++i) {
+        const Real* vi = v + int64_t(i) * W;
+        Real* pi = s.P(i);
+        FOR_LANES pi[q] -= pv[q] * vi[q];
+      }
+      for (int i = k + 1; i < n; ++i) {
+        const Real* vi = v + int64_t(i) * W;
+        const Real* wi = s.P(i);
+        Real* bi = s.T(i, 0);
+        for (int j = k + 1; j <= i; ++j) {
+          Real* bij = bi + int64_t(j) * W;
+          const Real* vj = v + int64_t(j) * W;
+          const Real* wj = s.P(j);
+          FOR_LANES bij[q] -= vi[q] * wj[q] + wi[q] * vj[q];
+        }
       }
     }
-    FOR_LANES pv[q] *= 0.5 * tau[q];
-    for (int i = k + 1; i < n; ++i) {
-      const double* vi = v + int64_t(i) * W;
-      double* pi = s.P(i);
-      FOR_LANES pi[q] -= pv[q] * vi[q];
+    auto copy = [](Real* dst, const Real* src) { FOR_LANES dst[q] = src[q]; };
+    if (n >= 2) {
+      copy(s.D(n - 2), s.T(n - 2, n - 2));
+      copy(s.E(n - 2), s.T(n - 1, n - 2));
     }
-    for (int i = k + 1; i < n; ++i) {
-      const double* vi = v + int64_t(i) * W;
-      const double* wi = s.P(i);
-      double* bi = s.T(i, 0);
-      for (int j = k + 1; j <= i; ++j) {
-        double* bij = bi + int64_t(j) * W;
-        const double* vj = v + int64_t(j) * W;
-        const double* wj = s.P(j);
-        FOR_LANES bij[q] -= vi[q] * wj[q] + wi[q] * vj[q];
-      }
-    }
+    copy(s.D(n - 1), s.T(n - 1, n - 1));
+    Real* last = s.E(n - 1);
+    FOR_LANES last[q] = 0;
   }
-  auto copy = [](double* dst, const double* src) { FOR_LANES dst[q] = src[q]; };
-  if (n >= 2) {
-    copy(s.D(n - 2), s.T(n - 2, n - 2));
-    copy(s.E(n - 2), s.T(n - 1, n - 2));
-  }
-  copy(s.D(n - 1), s.T(n - 1, n - 1));
-  double* last = s.E(n - 1);
-  FOR_LANES last[q] = 0;
-}
 
-// z = Q^T = H_{n-3} ... H_0, formed as ((I H_{n-3}) H_{n-4}) ... H_0: when
-// H_k is applied only rows and columns k+1.. differ from the identity.
-[[gnu::always_inline]] inline void form_transformation(const Pack& s) {
-  const int n = s.n;
-  std::fill(s.z, s.z + int64_t(n) * n * W, 0.0);
-  for (int i = 0; i < n; ++i) {
-    double* zii = s.Z(i, i);
-    FOR_LANES zii[q] = 1.0;
-  }
-  for (int k = n - 3; k >= 0; --k) {
-    const double* tau = s.Tau(k);
-    double* v = s.v;
-    for (int j = k + 1; j < n; ++j) {
-      const double* src = s.T(j, k);
-      double* vj = v + int64_t(j) * W;
-      FOR_LANES vj[q] = src[q];
+  // z = Q^T = H_{n-3} ... H_0, formed as ((I H_{n-3}) H_{n-4}) ... H_0: when
+  // H_k is applied only rows and columns k+1.. differ from the identity.
+  [[gnu::always_inline]] static void form_transformation(const Pack& s) {
+    const int n = s.n;
+    std::fill(s.z, s.z + int64_t(n) * n * W, Real(0));
+    for (int i = 0; i < n; ++i) {
+      Real* zii = s.Z(i, i);
+      FOR_LANES zii[q] = Real(1);
     }
-    for (int r = k + 1; r < n; ++r) {
-      double* zr = s.Z(r, 0);
-      double dot[W] = {};
+    for (int k = n - 3; k >= 0; --k) {
+      const Real* tau = s.Tau(k);
+      Real* v = s.v;
       for (int j = k + 1; j < n; ++j) {
-        const double* zrj = zr + int64_t(j) * W;
-        const double* vj = v + int64_t(j) * W;
-        FOR_LANES dot[q] += zrj[q] * vj[q];
+        const Real* src = s.T(j, k);
+        Real* vj = v + int64_t(j) * W;
+        FOR_LANES vj[q] = src[q];
       }
-      FOR_LANES dot[q] *= tau[q];
-      for (int j = k + 1; j < n; ++j) {
-        double* zrj = zr + int64_t(j) * W;
-        const double* vj = v + int64_t(j) * W;
-        FOR_LANES zrj[q] -= dot[q] * vj[q];
-      }
-    }
-  }
-}
-
-// Applies the chase's rotations, i = hi - 1 down to lo, to rows lo..hi of
-// columns k0 .. k0 + Columns of z (z <- G^T z): the row between two
-// rotations carried in a register, so each rotation costs one load and one
-// store per element instead of two of each.
-template <int Columns>
-[[gnu::always_inline]] inline void rotate_column_block(const Pack& s, int k0, int lo, int hi,
-                                                       const double* rot_c, const double* rot_s) {
-  const int64_t row = int64_t(s.n) * W;
-  double carry[Columns][W];
-  const double* top = s.Z(hi, k0);
-  for (int c = 0; c < Columns; ++c) FOR_LANES carry[c][q] = top[c * W + q];
-  for (int i = hi - 1; i >= lo; --i) {
-    const double* ci = rot_c + int64_t(i) * W;
-    const double* si = rot_s + int64_t(i) * W;
-    double* zi = s.Z(i, k0);
-    for (int c = 0; c < Columns; ++c) {
-      FOR_LANES {
-        const double x = zi[c * W + q];
-        zi[row + c * W + q] = si[q] * x + ci[q] * carry[c][q];
-        carry[c][q] = ci[q] * x - si[q] * carry[c][q];
-      }
-    }
-  }
-  double* bottom = s.Z(lo, k0);
-  for (int c = 0; c < Columns; ++c) FOR_LANES bottom[c * W + q] = carry[c][q];
-}
-
-// The rotations on every column of z, four columns at a time (which hides
-// the carried chain's latency), the last n mod 4 one by one.
-[[gnu::always_inline]] inline void rotate_rows(const Pack& s, int lo, int hi, const double* rot_c,
-                                               const double* rot_s) {
-  constexpr int kColumns = 4;
-  int k0 = 0;
-  for (; k0 + kColumns <= s.n; k0 += kColumns)
-    rotate_column_block<kColumns>(s, k0, lo, hi, rot_c, rot_s);
-  for (; k0 < s.n; ++k0) rotate_column_block<1>(s, k0, lo, hi, rot_c, rot_s);
-}
-
-// Implicit QL with Wilkinson shifts on d, e. Each lane works through its
-// own eigenvalues: lane q sweeps from its own l_q (the first eigenvalue it
-// has not deflated) to its m_q, and the chase runs over the union of those
-// ranges, a lane applying identity rotations outside its own. (Holding all
-// lanes at the same l until the slowest deflates it costs 1.7 times the
-// rotations at n = 32.) Each rotation is applied to rows i, i+1 of z
-// (z <- G^T z). Returns the lanes that did not converge.
-[[gnu::always_inline]] inline unsigned tridiagonal_ql(const Pack& s) {
-  constexpr int kMaxSweeps = 30;
-  const int n = s.n;
-  unsigned failed = 0;
-  int l_lane[W] = {}, m_lane[W], sweeps[W] = {};
-  // ||T|| per lane for the absolute half of the deflation test.
-  double t_norm[W] = {};
-  for (int i = 0; i < n; ++i) {
-    const double* di = s.D(i);
-    const double* ei = s.E(i);
-    FOR_LANES t_norm[q] = std::max(t_norm[q], std::abs(di[q]) + std::abs(ei[q]));
-  }
-  double g[W], sn[W], cs[W], p[W], active[W], lo_limit[W], hi_limit[W];
-  for (;;) {
-    int lo = n, hi = 0;
-    for (int q = 0; q < W; ++q) {
-      // Deflate where e[m] is below the rounding of its neighbours (graded
-      // matrices keep their small eigenvalues) or of ||T||: a cluster of
-      // eigenvalues at the noise level of larger ones (a rank-deficient Gram
-      // matrix) cannot meet the relative test, as the chase through the
-      // large entries leaves e at eps ||T||.
-      int& l = l_lane[q];
-      const double absolute = kUnitRoundoff * t_norm[q];
-      int m = l;
-      while (l < n) {
-        for (m = l; m < n - 1; ++m) {
-          const double e = std::abs(s.E(m)[q]);
-          const double scale = std::abs(s.D(m)[q]) + std::abs(s.D(m + 1)[q]);
-          if (e <= kUnitRoundoff * scale || e <= absolute || e < DBL_MIN) break;
+      for (int r = k + 1; r < n; ++r) {
+        Real* zr = s.Z(r, 0);
+        Real dot[W] = {};
+        for (int j = k + 1; j < n; ++j) {
+          const Real* zrj = zr + int64_t(j) * W;
+          const Real* vj = v + int64_t(j) * W;
+          FOR_LANES dot[q] += zrj[q] * vj[q];
         }
-        if (m != l && sweeps[q] == kMaxSweeps) {
-          failed |= 1u << q;
-          s.E(l)[q] = 0;  // give up on this eigenvalue; the lane's output is flagged
-          m = l;
+        FOR_LANES dot[q] *= tau[q];
+        for (int j = k + 1; j < n; ++j) {
+          Real* zrj = zr + int64_t(j) * W;
+          const Real* vj = v + int64_t(j) * W;
+          FOR_LANES zrj[q] -= dot[q] * vj[q];
         }
-        if (m != l) break;
-        ++l;
-        sweeps[q] = 0;
       }
-      m_lane[q] = m;
-      active[q] = l < n ? 1.0 : 0.0;
-      if (l < n) {
-        ++sweeps[q];
-        lo = std::min(lo, l);
-        hi = std::max(hi, m);
-        // The Wilkinson shift from the leading 2 x 2 block, as in LAPACK.
-        const double dl = s.D(l)[q], el = s.E(l)[q];
-        const double h = (s.D(l + 1)[q] - dl) / (2.0 * el);
-        const double r = fast_hypot(h, 1.0);
-        g[q] = s.D(m)[q] - dl + el / (h + std::copysign(r, h));
-      } else {
-        g[q] = 0;
-      }
-      lo_limit[q] = l;
-      hi_limit[q] = m;
-      sn[q] = 1;
-      cs[q] = 1;
-      p[q] = 0;
     }
-    if (lo == n) break;
+  }
 
-    // The chase: the rotation coefficients of every lane, identity where
-    // a lane is not taking part (rot_c = 1, rot_s = 0).
-    double* rot_c = s.rot_c;
-    double* rot_s = s.rot_s;
+  // Applies the chase's rotations, i = hi - 1 down to lo, to rows lo..hi of
+  // columns k0 .. k0 + Columns of z (z <- G^T z): the row between two
+  // rotations carried in a register, so each rotation costs one load and one
+  // store per element instead of two of each.
+  template <int Columns>
+  [[gnu::always_inline]] static void rotate_column_block(const Pack& s, int k0, int lo, int hi,
+                                                         const Real* rot_c, const Real* rot_s) {
+    const int64_t row = int64_t(s.n) * W;
+    Real carry[Columns][W];
+    const Real* top = s.Z(hi, k0);
+    for (int c = 0; c < Columns; ++c) FOR_LANES carry[c][q] = top[c * W + q];
     for (int i = hi - 1; i >= lo; --i) {
-      double* ei = s.E(i);
-      double* ei1 = s.E(i + 1);
-      double* di = s.D(i);
-      double* di1 = s.D(i + 1);
-      double* ci = rot_c + int64_t(i) * W;
-      double* si = rot_s + int64_t(i) * W;
-      double split[W];
-      FOR_LANES {
-        const bool on =
-            (active[q] != 0.0) & (double(i) < hi_limit[q]) & (double(i) >= lo_limit[q]);
-        const double f = sn[q] * ei[q];
-        const double b = cs[q] * ei[q];
-        const double r = fast_hypot(f, g[q]);
-        // r = 0: the chase underflowed and the matrix has split at i + 1.
-        const bool splits = on & (r == 0.0);
-        const bool step = on & (r != 0.0);
-        const double safe_r = step ? r : 1.0;
-        const double s_new = f / safe_r;
-        const double c_new = g[q] / safe_r;
-        const double g1 = di1[q] - p[q];
-        const double r1 = (di[q] - g1) * s_new + 2.0 * c_new * b;
-        const double p_new = s_new * r1;
-        ei1[q] = on ? r : ei1[q];
-        di1[q] = step ? g1 + p_new : (splits ? di1[q] - p[q] : di1[q]);
-        g[q] = step ? c_new * r1 - b : g[q];
-        p[q] = step ? p_new : p[q];
-        sn[q] = step ? s_new : sn[q];
-        cs[q] = step ? c_new : cs[q];
-        ci[q] = step ? c_new : 1.0;
-        si[q] = step ? s_new : 0.0;
-        split[q] = splits ? 1.0 : 0.0;
-        active[q] = splits ? 0.0 : active[q];
+      const Real* ci = rot_c + int64_t(i) * W;
+      const Real* si = rot_s + int64_t(i) * W;
+      Real* zi = s.Z(i, k0);
+      for (int c = 0; c < Columns; ++c) {
+        FOR_LANES {
+          const Real x = zi[c * W + q];
+          zi[row + c * W + q] = si[q] * x + ci[q] * carry[c][q];
+          carry[c][q] = ci[q] * x - si[q] * carry[c][q];
+        }
       }
-      for (int q = 0; q < W; ++q)
-        if (split[q] != 0.0) s.E(m_lane[q])[q] = 0;
     }
-    rotate_rows(s, lo, hi, rot_c, rot_s);
-    // Lanes that finished their chase (not split) close the sweep.
-    for (int q = 0; q < W; ++q) {
-      if (active[q] == 0.0) continue;
-      s.D(l_lane[q])[q] -= p[q];
-      s.E(l_lane[q])[q] = g[q];
-      s.E(m_lane[q])[q] = 0;
-    }
+    Real* bottom = s.Z(lo, k0);
+    for (int c = 0; c < Columns; ++c) FOR_LANES bottom[c * W + q] = carry[c][q];
   }
-  return failed;
-}
+
+  // The rotations on every column of z, four columns at a time (which hides
+  // the carried chain's latency), the last n mod 4 one by one.
+  [[gnu::always_inline]] static void rotate_rows(const Pack& s, int lo, int hi, const Real* rot_c,
+                                                 const Real* rot_s) {
+    constexpr int kColumns = 4;
+    int k0 = 0;
+    for (; k0 + kColumns <= s.n; k0 += kColumns)
+      rotate_column_block<kColumns>(s, k0, lo, hi, rot_c, rot_s);
+    for (; k0 < s.n; ++k0) rotate_column_block<1>(s, k0, lo, hi, rot_c, rot_s);
+  }
+
+  // Implicit QL with Wilkinson shifts on d, e. Each lane works through its
+  // own eigenvalues: lane q sweeps from its own l_q (the first eigenvalue it
+  // has not deflated) to its m_q, and the chase runs over the union of those
+  // ranges, a lane applying identity rotations outside its own. (Holding all
+  // lanes at the same l until the slowest deflates it costs 1.7 times the
+  // rotations at n = 32.) Each rotation is applied to rows i, i+1 of z
+  // (z <- G^T z). Returns the lanes that did not converge.
+  [[gnu::always_inline]] static unsigned tridiagonal_ql(const Pack& s) {
+    constexpr int kMaxSweeps = 30;
+    const int n = s.n;
+    unsigned failed = 0;
+    int l_lane[W] = {}, m_lane[W], sweeps[W] = {};
+    // ||T|| per lane for the absolute half of the deflation test.
+    Real t_norm[W] = {};
+    for (int i = 0; i < n; ++i) {
+      const Real* di = s.D(i);
+      const Real* ei = s.E(i);
+      FOR_LANES t_norm[q] = std::max(t_norm[q], std::abs(di[q]) + std::abs(ei[q]));
+    }
+    Real g[W], sn[W], cs[W], p[W], active[W], lo_limit[W], hi_limit[W];
+    for (;;) {
+      int lo = n, hi = 0;
+      for (int q = 0; q < W; ++q) {
+        // Deflate where e[m] is below the rounding of its neighbours (graded
+        // matrices keep their small eigenvalues) or of ||T||: a cluster of
+        // eigenvalues at the noise level of larger ones (a rank-deficient Gram
+        // matrix) cannot meet the relative test, as the chase through the
+        // large entries leaves e at eps ||T||.
+        int& l = l_lane[q];
+        const Real absolute = kUnitRoundoff * t_norm[q];
+        int m = l;
+        while (l < n) {
+          for (m = l; m < n - 1; ++m) {
+            const Real e = std::abs(s.E(m)[q]);
+            const Real scale = std::abs(s.D(m)[q]) + std::abs(s.D(m + 1)[q]);
+            if (e <= kUnitRoundoff * scale || e <= absolute || e < std::numeric_limits<Real>::min()) break;
+          }
+          if (m != l && sweeps[q] == kMaxSweeps) {
+            failed |= 1u << q;
+            s.E(l)[q] = 0;  // give up on this eigenvalue; the lane's output is flagged
+            m = l;
+          }
+          if (m != l) break;
+          ++l;
+          sweeps[q] = 0;
+        }
+        m_lane[q] = m;
+        active[q] = l < n ? Real(1) : Real(0);
+        if (l < n) {
+          ++sweeps[q];
+          lo = std::min(lo, l);
+          hi = std::max(hi, m);
+          // The Wilkinson shift from the leading 2 x 2 block, as in LAPACK.
+          const Real dl = s.D(l)[q], el = s.E(l)[q];
+          const Real h = (s.D(l + 1)[q] - dl) / (Real(2) * el);
+          const Real r = fast_hypot(h, Real(1));
+          g[q] = s.D(m)[q] - dl + el / (h + std::copysign(r, h));
+        } else {
+          g[q] = 0;
+        }
+        lo_limit[q] = l;
+        hi_limit[q] = m;
+        sn[q] = 1;
+        cs[q] = 1;
+        p[q] = 0;
+      }
+      if (lo == n) break;
+
+      // The chase: the rotation coefficients of every lane, identity where
+      // a lane is not taking part (rot_c = 1, rot_s = 0).
+      Real* rot_c = s.rot_c;
+      Real* rot_s = s.rot_s;
+      for (int i = hi - 1; i >= lo; --i) {
+        Real* ei = s.E(i);
+        Real* ei1 = s.E(i + 1);
+        Real* di = s.D(i);
+        Real* di1 = s.D(i + 1);
+        Real* ci = rot_c + int64_t(i) * W;
+        Real* si = rot_s + int64_t(i) * W;
+        Real split[W];
+        FOR_LANES {
+          const bool on =
+              (active[q] != Real(0)) & (Real(i) < hi_limit[q]) & (Real(i) >= lo_limit[q]);
+          const Real f = sn[q] * ei[q];
+          const Real b = cs[q] * ei[q];
+          const Real r = fast_hypot(f, g[q]);
+          // r = 0: the chase underflowed and the matrix has split at i + 1.
+          const bool splits = on & (r == Real(0));
+          const bool step = on & (r != Real(0));
+          const Real safe_r = step ? r : Real(1);
+          const Real s_new = f / safe_r;
+          const Real c_new = g[q] / safe_r;
+          const Real g1 = di1[q] - p[q];
+          const Real r1 = (di[q] - g1) * s_new + Real(2) * c_new * b;
+          const Real p_new = s_new * r1;
+          ei1[q] = on ? r : ei1[q];
+          di1[q] = step ? g1 + p_new : (splits ? di1[q] - p[q] : di1[q]);
+          g[q] = step ? c_new * r1 - b : g[q];
+          p[q] = step ? p_new : p[q];
+          sn[q] = step ? s_new : sn[q];
+          cs[q] = step ? c_new : cs[q];
+          ci[q] = step ? c_new : Real(1);
+          si[q] = step ? s_new : Real(0);
+          split[q] = splits ? Real(1) : Real(0);
+          active[q] = splits ? Real(0) : active[q];
+        }
+        for (int q = 0; q < W; ++q)
+          if (split[q] != Real(0)) s.E(m_lane[q])[q] = 0;
+      }
+      rotate_rows(s, lo, hi, rot_c, rot_s);
+      // Lanes that finished their chase (not split) close the sweep.
+      for (int q = 0; q < W; ++q) {
+        if (active[q] == Real(0)) continue;
+        s.D(l_lane[q])[q] -= p[q];
+        s.E(l_lane[q])[q] = g[q];
+        s.E(m_lane[q])[q] = 0;
+      }
+    }
+    return failed;
+  }
+
+  // Inlined into each target clone of sym_eig_ql: a call would run the
+  // baseline (SSE2) build of everything it calls.
+  [[gnu::always_inline]] static unsigned decompose(int n, int count, Real* const* a, Real* const* w,
+                                                   Real* work) {
+    if (n <= 0 || count <= 0) return 0;
+    const int64_t tri = int64_t(n) * (n + 1) / 2;
+    Pack s;
+    s.n = n;
+    s.t = work;
+    s.z = s.t + tri * W;
+    s.d = s.z + int64_t(n) * n * W;
+    s.e = s.d + int64_t(n) * W;
+    s.tau = s.e + int64_t(n) * W;
+    s.p = s.tau + int64_t(n) * W;
+    s.rot_c = s.p + int64_t(n) * W;
+    s.rot_s = s.rot_c + int64_t(n) * W;
+    s.v = s.rot_s + int64_t(n) * W;
+    s.sigma = s.v + int64_t(n) * W;
+    // Lanes beyond count hold zero matrices, which deflate at once.
+    std::fill(s.t, s.t + tri * W, Real(0));
+    std::fill(s.tau, s.tau + int64_t(n) * W, Real(0));
+    int exponent[W] = {};
+    for (int q = 0; q < count; ++q) {
+      const Real* aq = a[q];
+      Real amax = 0;
+      for (int i = 0; i < n; ++i)
+        for (int j = 0; j <= i; ++j) amax = std::max(amax, std::abs(aq[int64_t(i) * n + j]));
+      exponent[q] = amax > 0 ? std::ilogb(amax) : 0;
+      for (int i = 0; i < n; ++i)
+        for (int j = 0; j <= i; ++j) s.T(i, j)[q] = std::ldexp(aq[int64_t(i) * n + j], -exponent[q]);
+    }
+    tridiagonalize(s);
+    form_transformation(s);
+    const unsigned failed = tridiagonal_ql(s);
+    for (int q = 0; q < count; ++q) {
+      // Ascending, by selection; eigenvector rows follow their eigenvalues.
+      Real* aq = a[q];
+      Real* wq = w[q];
+      for (int j = 0; j < n; ++j) wq[j] = s.D(j)[q];
+      for (int j = 0; j < n; ++j) {
+        int best = j;
+        for (int i = j + 1; i < n; ++i)
+          if (wq[i] < wq[best]) best = i;
+        std::swap(wq[j], wq[best]);
+        // Row j of the output is the eigenvector that was row `best` in z;
+        // swap z's rows too, so later picks see the remaining ones.
+        for (int k = 0; k < n; ++k) {
+          if (best != j) std::swap(s.Z(j, k)[q], s.Z(best, k)[q]);
+          aq[int64_t(j) * n + k] = s.Z(j, k)[q];
+        }
+        wq[j] = std::ldexp(wq[j], exponent[q]);
+      }
+    }
+    return failed;
+  }
+};
 
 }  // namespace
 
 MATBP_SIMD_CLONES unsigned sym_eig_ql(int n, int count, double* const* a, double* const* w,
                                       double* work) {
-  if (n <= 0 || count <= 0) return 0;
-  const int64_t tri = int64_t(n) * (n + 1) / 2;
-  Pack s;
-  s.n = n;
-  s.t = work;
-  s.z = s.t + tri * W;
-  s.d = s.z + int64_t(n) * n * W;
-  s.e = s.d + int64_t(n) * W;
-  s.tau = s.e + int64_t(n) * W;
-  s.p = s.tau + int64_t(n) * W;
-  s.rot_c = s.p + int64_t(n) * W;
-  s.rot_s = s.rot_c + int64_t(n) * W;
-  s.v = s.rot_s + int64_t(n) * W;
-  s.sigma = s.v + int64_t(n) * W;
-  // Lanes beyond count hold zero matrices, which deflate at once.
-  std::fill(s.t, s.t + tri * W, 0.0);
-  std::fill(s.tau, s.tau + int64_t(n) * W, 0.0);
-  int exponent[W] = {};
-  for (int q = 0; q < count; ++q) {
-    const double* aq = a[q];
-    double amax = 0;
-    for (int i = 0; i < n; ++i)
-      for (int j = 0; j <= i; ++j) amax = std::max(amax, std::abs(aq[int64_t(i) * n + j]));
-    exponent[q] = amax > 0 ? std::ilogb(amax) : 0;
-    for (int i = 0; i < n; ++i)
-      for (int j = 0; j <= i; ++j) s.T(i, j)[q] = std::ldexp(aq[int64_t(i) * n + j], -exponent[q]);
-  }
-  tridiagonalize(s);
-  form_transformation(s);
-  const unsigned failed = tridiagonal_ql(s);
-  for (int q = 0; q < count; ++q) {
-    // Ascending, by selection; eigenvector rows follow their eigenvalues.
-    double* aq = a[q];
-    double* wq = w[q];
-    for (int j = 0; j < n; ++j) wq[j] = s.D(j)[q];
-    for (int j = 0; j < n; ++j) {
-      int best = j;
-      for (int i = j + 1; i < n; ++i)
-        if (wq[i] < wq[best]) best = i;
-      std::swap(wq[j], wq[best]);
-      // Row j of the output is the eigenvector that was row `best` in z;
-      // swap z's rows too, so later picks see the remaining ones.
-      for (int k = 0; k < n; ++k) {
-        if (best != j) std::swap(s.Z(j, k)[q], s.Z(best, k)[q]);
-        aq[int64_t(j) * n + k] = s.Z(j, k)[q];
-      }
-      wq[j] = std::ldexp(wq[j], exponent[q]);
-    }
-  }
-  return failed;
+  return QlSolver<double>::decompose(n, count, a, w, work);
+}
+
+MATBP_SIMD_CLONES unsigned sym_eig_ql(int n, int count, float* const* a, float* const* w,
+                                      float* work) {
+  return QlSolver<float>::decompose(n, count, a, w, work);
 }
 
 }  // namespace matbp::ops::cpu

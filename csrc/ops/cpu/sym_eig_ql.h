@@ -4,10 +4,12 @@
 
 namespace matbp::ops::cpu {
 
-// How many matrices sym_eig_ql decomposes together, one per SIMD lane.
-constexpr int kQlLanes = 8;
+// How many matrices sym_eig_ql decomposes together, one per lane of a
+// 64-byte SIMD vector: 8 in float64, 16 in float32 (the failure mask's bits).
+template <typename Real>
+constexpr int kQlLanes = 64 / sizeof(Real);
 
-// Symmetric eigendecomposition of up to kQlLanes small n x n matrices at
+// Symmetric eigendecomposition of up to kQlLanes<Real> small n x n matrices at
 // once, in cache, without LAPACK's per-call overhead: Householder
 // tridiagonalisation, then implicit QL with Wilkinson shifts. Matrix q lives
 // in lane q of every vector, so each arithmetic step, the scalar recurrences
@@ -18,7 +20,7 @@ constexpr int kQlLanes = 8;
 // a[q] (q < count): row-major, the lower triangle read (the upper one is
 // ignored), the eigenvectors on exit as its rows (the layout LAPACK's
 // column-major output has when read row-major). w[q]: the eigenvalues,
-// ascending. work: sym_eig_ql_workspace(n) doubles. Every a[q] must be
+// ascending. work: sym_eig_ql_workspace<Real>(n) values. Every a[q] must be
 // finite. Returns a bit mask of the lanes whose QL did not converge within
 // 30 sweeps per eigenvalue (LAPACK dsteqr's limit); their output is not
 // meaningful.
@@ -30,10 +32,14 @@ constexpr int kQlLanes = 8;
 // at any magnitude. Deflation is relative to the neighbouring diagonal
 // entries (graded matrices keep their small eigenvalues) or to eps ||T||,
 // which a cluster at the noise level of larger eigenvalues needs.
+// In float32 every step, the deflation tests included, runs at float32's
+// rounding: the error bounds scale with its epsilon.
 unsigned sym_eig_ql(int n, int count, double* const* a, double* const* w, double* work);
+unsigned sym_eig_ql(int n, int count, float* const* a, float* const* w, float* work);
 
-inline int64_t sym_eig_ql_workspace(int64_t n) {
-  return kQlLanes * (n * (n + 1) / 2 + n * n + 8 * n + 1);
+template <typename Real>
+int64_t sym_eig_ql_workspace(int64_t n) {
+  return kQlLanes<Real> * (n * (n + 1) / 2 + n * n + 8 * n + 1);
 }
 
 }  // namespace matbp::ops::cpu

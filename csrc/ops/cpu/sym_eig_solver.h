@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <type_traits>
 #include <vector>
 
 #include <c10/util/Exception.h>
@@ -42,26 +43,31 @@ inline int64_t sym_eig_ql_max_n() {
   return static_cast<int64_t>(value);
 }
 
-// One thread's solver for n x n matrices: decompose() takes up to width()
+// One thread's solver for n x n matrices of Real (double; float in the
+// float32 compute mode, the same crossover): decompose() takes up to width()
 // matrices at once (row-major, lower triangle read), overwrites each with its
 // eigenvectors as rows and writes its ascending eigenvalues.
+template <typename Real = double>
 class SymEigSolver {
  public:
   explicit SymEigSolver(int n) : n_(n), ql_(n <= sym_eig_ql_max_n()) {
     if (ql_) {
-      work_.resize(sym_eig_ql_workspace(n));
+      work_.resize(sym_eig_ql_workspace<Real>(n));
     } else {
-      ws_ = lapack_syevd_workspace(n);
+      ws_ = lapack_syevd_workspace<Real>(n);
       work_.resize(ws_.lwork);
       iwork_.resize(ws_.liwork);
     }
   }
 
-  int width() const { return ql_ ? kQlLanes : 1; }
-  const char* name() const { return ql_ ? "tridiagonal QL" : "LAPACK dsyevd"; }
+  int width() const { return ql_ ? kQlLanes<Real> : 1; }
+  const char* name() const {
+    if (ql_) return "tridiagonal QL";
+    return std::is_same_v<Real, float> ? "LAPACK ssyevd" : "LAPACK dsyevd";
+  }
 
   // Returns a bit mask of the matrices on which the solver failed.
-  unsigned decompose(int count, double* const* a, double* const* w) {
+  unsigned decompose(int count, Real* const* a, Real* const* w) {
     if (ql_) return sym_eig_ql(n_, count, a, w, work_.data());
     unsigned failed = 0;
     for (int q = 0; q < count; ++q) {
@@ -76,7 +82,7 @@ class SymEigSolver {
   int n_;
   bool ql_;
   LapackWorkspace ws_;
-  std::vector<double> work_;
+  std::vector<Real> work_;
   std::vector<int> iwork_;
 };
 

@@ -13,7 +13,7 @@
 namespace matbp::ops::cpu {
 
 TORCH_LIBRARY_IMPL(matbp, CPU, m) {
-  m.impl("sym_fn_with_eig", widening<&generic::sym_fn_with_eig<CpuBackend>>());
+  m.impl("sym_fn_with_eig", widening<&generic::sym_fn_with_eig<CpuBackend>, Narrow::First>());
   m.impl("sym_fn_backward", widening<&generic::sym_fn_backward<CpuBackend>>());
   m.impl("sym_fn_second_derivative",
          widening<&generic::sym_fn_second_derivative<CpuBackend>>());

@@ -52,18 +52,24 @@ inline unsigned int blocks_for(int64_t count) {
 struct CudaBackend {
   static constexpr bool kRaisesAtOnce = false;
 
-  static EigenResult sym_eig64(const at::Tensor& A, const char* op, const char* arg) {
+  // The float32 compute mode has no cuSOLVER path yet: it is refused rather
+  // than computed in float64 under a float32 name.
+  static EigenResult sym_eig(const at::Tensor& A, at::ScalarType compute, const char* op,
+                             const char* arg) {
+    TORCH_CHECK(compute == at::kDouble, op,
+                ": compute_dtype=torch.float32 is not implemented on CUDA yet (only on the "
+                "CPU); on CUDA leave compute_dtype unset (float64)");
     return sym_eig_cusolver(A, op, arg);
   }
 
   template <typename Inner>
-  static EigenbasisProduct eigenbasis_sandwich(const at::Tensor& G, const at::Tensor& V64,
+  static EigenbasisProduct eigenbasis_sandwich(const at::Tensor& G, const at::Tensor& V,
                                                Rotation rotation, const Inner& inner) {
-    return batched_eigenbasis_sandwich<CudaBackend>(G, V64, rotation, inner);
+    return batched_eigenbasis_sandwich<CudaBackend>(G, V, rotation, inner);
   }
 
-  static EigenbasisProduct eigen_compose(const at::Tensor& V64, const at::Tensor& d64) {
-    return batched_eigen_compose(V64, d64);
+  static EigenbasisProduct eigen_compose(const at::Tensor& V, const at::Tensor& d) {
+    return batched_eigen_compose(V, d);
   }
 
   template <typename F>
@@ -107,18 +113,19 @@ struct Name {
 // message otherwise), half and bfloat16 computed as float32 (widened,
 // low_precision.h). Registered as
 //   on_device_of<&generic::f<CudaBackend>, kArg, "matbp.f", "A">().
-template <auto Generic, std::size_t kArg, Name kOp, Name kArgName, typename R, typename... Args>
+template <auto Generic, std::size_t kArg, Name kOp, Name kArgName, Narrow kNarrow, typename R,
+          typename... Args>
 constexpr auto on_device_of_signature(R (*)(Args...)) {
   return +[](Args... args) -> R {
     auto guard =
         guard_device_of(std::get<kArg>(std::forward_as_tuple(args...)), kOp.text, kArgName.text);
-    return widened(Generic, std::forward<Args>(args)...);
+    return widened<kNarrow>(Generic, std::forward<Args>(args)...);
   };
 }
 
-template <auto Generic, std::size_t kArg, Name kOp, Name kArgName>
+template <auto Generic, std::size_t kArg, Name kOp, Name kArgName, Narrow kNarrow = Narrow::All>
 constexpr auto on_device_of() {
-  return on_device_of_signature<Generic, kArg, kOp, kArgName>(Generic);
+  return on_device_of_signature<Generic, kArg, kOp, kArgName, kNarrow>(Generic);
 }
 
 }  // namespace matbp::ops::cuda

@@ -11,11 +11,12 @@
 namespace matbp::ops::cuda {
 namespace {
 
-std::tuple<at::Tensor, at::Tensor> sym_eig_cuda(const at::Tensor& A) {
+std::tuple<at::Tensor, at::Tensor> sym_eig_cuda(const at::Tensor& A,
+                                                std::optional<at::ScalarType> compute_dtype) {
   constexpr const char* op = "matbp.sym_eig";
   check_float_matrix(A, op, "A", /*square=*/true);
   auto guard = guard_device_of(A, op, "A");
-  EigenResult eig = sym_eig_cusolver(A, op, "A");
+  EigenResult eig = CudaBackend::sym_eig(A, resolve_compute_dtype(compute_dtype, op), op, "A");
   const bool raise = sync_checks_enabled();
   report_decomposition_failures(eig.finite, eig.converged, raise, {eig.L, eig.V}, op, "A",
                                 "cuSOLVER");

@@ -10,7 +10,8 @@
 namespace matbp::ops::cuda {
 
 TORCH_LIBRARY_IMPL(matbp, CUDA, m) {
-  m.impl("sym_fn_with_eig", on_device_of<&generic::sym_fn_with_eig<CudaBackend>, 0, "matbp.sym_fn", "A">());
+  m.impl("sym_fn_with_eig",
+         on_device_of<&generic::sym_fn_with_eig<CudaBackend>, 0, "matbp.sym_fn", "A", Narrow::First>());
   m.impl("sym_fn_backward",
          on_device_of<&generic::sym_fn_backward<CudaBackend>, 2, "matbp.sym_fn_backward", "V">());
   m.impl("sym_fn_second_derivative",

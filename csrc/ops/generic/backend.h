@@ -12,17 +12,22 @@
 //   static constexpr bool kRaisesAtOnce;
 //       true: per-matrix failures raise immediately (the CPU); false: they
 //       are found on the device, and reported by report_failures below.
-//   static EigenResult sym_eig64(const at::Tensor& A, const char* op, const char* arg);
+//   static EigenResult sym_eig(const at::Tensor& A, at::ScalarType compute, const char* op,
+//                              const char* arg);
+//       computed in `compute` (float64; float32 in the float32 compute mode,
+//       where a backend without one raises), L and V of that dtype.
 //   template <class F> static void for_each(int64_t count, const F& f);
 //       f(idx) for every idx in [0, count), in any order, concurrently.
 //   template <class F> static void for_each_pair(int64_t batch, int64_t n, const F& f);
 //       f(b, i, j) for every matrix b and 0 <= i <= j < n, concurrently: f
 //       owns entries (i, j) and (j, i) of matrix b.
 //   template <class Inner> static EigenbasisProduct eigenbasis_sandwich(
-//       const at::Tensor& G, const at::Tensor& V64, Rotation rotation, Inner inner);
+//       const at::Tensor& G, const at::Tensor& V, Rotation rotation, Inner inner);
 //       V inner(V^T G [V]) V^T per matrix (below).
-//   static EigenbasisProduct eigen_compose(const at::Tensor& V64, const at::Tensor& d64);
+//   static EigenbasisProduct eigen_compose(const at::Tensor& V, const at::Tensor& d);
 //       V diag(d) V^T per matrix.
+// Both compute in V's dtype (float64, or float32 in the float32 compute
+// mode), G and d converted to it; pair functors always run on float64.
 // The last two have batch-wide forms here (the CUDA backend's); the CPU runs
 // them one matrix at a time in cache (cpu/eigenbasis_pipeline.h).
 
@@ -41,7 +46,8 @@
 
 namespace matbp::ops {
 
-// A batched symmetric eigendecomposition in float64: L (*, n) ascending,
+// A batched symmetric eigendecomposition (float64, or float32 in the float32
+// compute mode): L (*, n) ascending,
 // V (*, n, n) contiguous with the eigenvectors in its columns. finite and
 // converged are bool (B,) flags over the flattened batch, undefined when
 // the backend has already raised for any failure.
@@ -58,7 +64,8 @@ inline int64_t batch_count(const at::Tensor& t) {
 }
 
 // The products of an eigenbasis V that the backwards (and sym_fn's and
-// projector's forwards) are made of. result: float64 (*, n, n), contiguous.
+// projector's forwards) are made of. result: (*, n, n) of V's dtype,
+// contiguous.
 // finite: the backend has seen every entry of result finite (the CPU checks
 // each matrix while it is in cache), so no overflow check need read it
 // again; false where that is not known.
@@ -68,33 +75,36 @@ struct EigenbasisProduct {
 };
 
 // Which side of G the eigenbasis rotates before `inner` transforms it.
+// Every inner leaves M symmetric; with Both it reads sym(M) only (its
+// entries through m_ij + m_ji), so a backend may rotate sym(G) instead.
 enum class Rotation {
   Left,  // V^T G (sym_eig's backward: G = gV)
-  Both,  // V^T G V
+  Both,  // V^T G V (sym_fn's and projector's backwards)
 };
 
-// Backend::eigenbasis_sandwich, batch-wide: M = V^T G [V], inner(M) in place,
-// then V M V^T. G (*, n, n) of any floating dtype, V64 float64. inner is a
-// for_each_pair functor with members `double* m` (the matrices it
-// transforms) and `int64_t stride` (elements between them; the per-matrix
-// CPU pipeline sets 0 and points m at one matrix in cache), both set here.
+// Backend::eigenbasis_sandwich, batch-wide: M = V^T G [V], inner(M) in place
+// (on a float64 copy when V is float32), then V M V^T. G (*, n, n) of any
+// floating dtype. inner is a for_each_pair functor with members `double* m`
+// (the matrices it transforms) and `int64_t stride` (elements between them;
+// the per-matrix CPU pipeline sets 0 and points m at one matrix in cache),
+// both set here.
 template <typename Backend, typename Inner>
-EigenbasisProduct batched_eigenbasis_sandwich(const at::Tensor& G, const at::Tensor& V64,
+EigenbasisProduct batched_eigenbasis_sandwich(const at::Tensor& G, const at::Tensor& V,
                                               Rotation rotation, Inner inner) {
-  const auto Vt = V64.mT();
-  auto m = at::matmul(Vt, G.to(at::kDouble));
-  if (rotation == Rotation::Both) m = at::matmul(m, V64);
-  m = m.contiguous();
-  const int64_t n = V64.size(-1);
-  inner.m = m.data_ptr<double>();
+  const auto Vt = V.mT();
+  auto m = at::matmul(Vt, G.to(V.scalar_type()));
+  if (rotation == Rotation::Both) m = at::matmul(m, V);
+  auto m64 = m.to(at::kDouble).contiguous();
+  const int64_t n = V.size(-1);
+  inner.m = m64.data_ptr<double>();
   inner.stride = n * n;
-  Backend::for_each_pair(batch_count(m), n, inner);
-  return {at::matmul(at::matmul(V64, m), Vt).contiguous(), false};
+  Backend::for_each_pair(batch_count(m64), n, inner);
+  return {at::matmul(at::matmul(V, m64.to(V.scalar_type())), Vt).contiguous(), false};
 }
 
-// Backend::eigen_compose, batch-wide: V diag(d) V^T, d (*, n) float64.
-inline EigenbasisProduct batched_eigen_compose(const at::Tensor& V64, const at::Tensor& d64) {
-  return {at::matmul(V64 * d64.unsqueeze(-2), V64.mT()).contiguous(), false};
+// Backend::eigen_compose, batch-wide: V diag(d) V^T, d (*, n).
+inline EigenbasisProduct batched_eigen_compose(const at::Tensor& V, const at::Tensor& d) {
+  return {at::matmul(V * d.to(V.scalar_type()).unsqueeze(-2), V.mT()).contiguous(), false};
 }
 
 // Per-matrix failures found on the device (ok: bool (B,), undefined = none
@@ -175,7 +185,7 @@ void report_overflow(const at::Tensor& result, std::initializer_list<at::Tensor>
   }
   report_failures(ok, raises_on_failure<Backend>(), {result}, [&](int64_t b) {
     return std::string(op) + ": the gradient of matrix " + std::to_string(b) +
-           " of the flattened batch overflows float64";
+           " of the flattened batch overflows " + dtype_name(result.scalar_type());
   });
 }
 

@@ -19,10 +19,13 @@
 
 namespace matbp::ops::generic {
 
-// Tie tolerance of matrix b from its ascending eigenvalues l (n of them): the
-// largest magnitude is at one end.
-MATBP_HOST_DEVICE inline double eig_tie_tolerance(const double* l, int64_t n) {
-  return math::tie_tolerance(math::fmax(math::abs(l[0]), math::abs(l[n - 1])), n);
+// Tie tolerance of matrix b from its ascending eigenvalues l (n of them),
+// computed at `unit_roundoff` (float64's, or float32's in the float32 compute
+// mode): the largest magnitude is at one end.
+MATBP_HOST_DEVICE inline double eig_tie_tolerance(const double* l, int64_t n,
+                                                  double unit_roundoff) {
+  return math::rounding_tolerance(math::fmax(math::abs(l[0]), math::abs(l[n - 1])), n,
+                                  unit_roundoff);
 }
 
 // In place on M = V^T gF V: K o sym(M) for a symmetric weight K_ij = w(b, i, j).

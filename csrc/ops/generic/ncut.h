@@ -282,7 +282,7 @@ ncut_projector_distance_with_basis(const at::Tensor& Y, const at::Tensor& weight
   // Features near the float64 limits make the d x d core of W overflow.
   TORCH_CHECK(Ops::all_finite(B), op,
               ": the affinity W = Y Lambda Y^T overflows float64; scale the features down");
-  const EigenResult eig = Backend::sym_eig64(0.5 * (B + B.mT()), op, "R Lambda R^T");
+  const EigenResult eig = Backend::sym_eig(0.5 * (B + B.mT()), at::kDouble, op, "R Lambda R^T");
   const auto& mu = eig.L;  // (B, k) ascending
   const auto& Z = eig.V;   // (B, k, k)
   const int64_t k = mu.size(-1);

@@ -163,7 +163,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> o2p_log_with_eig(cons
   }
   const auto finite = at::isfinite(X64).reshape({batch, m * d}).all(1);
   const auto gram = rows ? at::matmul(X64, X64.mT()) : at::matmul(X64.mT(), X64);
-  EigenResult eig = Backend::sym_eig64(gram, op, rows ? "X X^T" : "X^T X");
+  EigenResult eig = Backend::sym_eig(gram, at::kDouble, op, rows ? "X X^T" : "X^T X");
   const auto& V = eig.V;  // U, the Gram eigenvectors of either path
   at::Tensor Y, s;
   if (rows) {

@@ -66,7 +66,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> projector_with_eig(const at::Tens
     return {at::empty(A.sizes(), A.options()), at::empty(with_trailing(A, {A.size(-1)}), f64),
             at::empty(A.sizes(), f64)};
   }
-  const EigenResult eig = Backend::sym_eig64(A, op, "A");
+  const EigenResult eig = Backend::sym_eig(A, at::kDouble, op, "A");
   const auto tol = rank_tolerances(eig.L, rtol, op);
   const auto mask = (eig.L.abs() > tol.unsqueeze(-1)).to(at::kDouble);
   auto P = Backend::eigen_compose(eig.V, mask).result.to(A.scalar_type());

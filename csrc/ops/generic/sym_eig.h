@@ -28,6 +28,7 @@ struct EigAdjointInner {
   const double* lam;
   const double* gl;  // may be null: no gL
   int64_t n;
+  double unit_roundoff;  // of the precision L was computed in
   MATBP_HOST_DEVICE void operator()(int64_t b, int64_t i, int64_t j) const {
     double* mb = m + b * stride;
     const double* l = lam + b * n;
@@ -36,7 +37,8 @@ struct EigAdjointInner {
       return;
     }
     const double e =
-        math::eig_adjoint_entry(mb[i * n + j], mb[j * n + i], l[i], l[j], eig_tie_tolerance(l, n));
+        math::eig_adjoint_entry(mb[i * n + j], mb[j * n + i], l[i], l[j],
+                                             eig_tie_tolerance(l, n, unit_roundoff));
     mb[i * n + j] = e;
     mb[j * n + i] = e;
   }
@@ -55,19 +57,22 @@ inline void check_eig_backward_arguments(const std::optional<at::Tensor>& gL,
 }
 
 // gA = V (F o skew(V^T gV) + diag(gL)) V^T, F_ij = 1/(l_j - l_i), 0 at ties.
+// The products in compute_dtype (float64 unless the float32 compute mode
+// asks), the weights in float64 either way.
 template <typename Backend>
 at::Tensor sym_eig_backward(const std::optional<at::Tensor>& gL,
                             const std::optional<at::Tensor>& gV, const at::Tensor& L,
-                            const at::Tensor& V) {
+                            const at::Tensor& V, std::optional<at::ScalarType> compute_dtype) {
   constexpr const char* op = "matbp.sym_eig_backward";
+  const auto compute = resolve_compute_dtype(compute_dtype, op);
   check_eig_backward_arguments(gL, gV, L, V, op);
   const bool has_gL = given(gL), has_gV = given(gV);
   if ((!has_gL && !has_gV) || V.numel() == 0) {
     return at::zeros_like(V, at::MemoryFormat::Contiguous);
   }
-  const auto V64 = V.to(at::kDouble);
+  const auto Vc = V.to(compute);
   if (!has_gV) {
-    const auto product = Backend::eigen_compose(V64, gL->to(at::kDouble).contiguous());
+    const auto product = Backend::eigen_compose(Vc, gL->contiguous());
     report_overflow<Backend>(product, {*gL}, batch_count(V), op);
     return product.result.to(V.scalar_type());
   }
@@ -75,9 +80,9 @@ at::Tensor sym_eig_backward(const std::optional<at::Tensor>& gL,
   const auto gL64 = has_gL ? gL->to(at::kDouble).contiguous() : at::Tensor();
   const int64_t n = V.size(-1);
   const auto gA = Backend::eigenbasis_sandwich(
-      *gV, V64, Rotation::Left,
+      *gV, Vc, Rotation::Left,
       EigAdjointInner{nullptr, 0, L64.data_ptr<double>(), has_gL ? gL64.data_ptr<double>() : nullptr,
-                      n});
+                      n, unit_roundoff(compute)});
   report_overflow<Backend>(gA, {gL64, *gV}, batch_count(V), op);
   return gA.result.to(V.scalar_type());
 }

@@ -58,17 +58,40 @@ inline const char* spectral_domain(math::SpectralFn fn, double p) {
 
 namespace matbp::ops::generic {
 
-// First divided differences of a spectral function (Daleckii–Krein).
+// First divided differences of a spectral function (Daleckii–Krein), from
+// the eigenvalues lam and their values f_lam = f(lam) (spectral_fn_values).
 struct SpectralWeight {
   const double* lam;
+  const double* f_lam;
   int64_t n;
   math::SpectralFn fn;
   double p;
   MATBP_HOST_DEVICE double operator()(int64_t b, int64_t i, int64_t j) const {
     const double* l = lam + b * n;
-    return math::divided_difference(fn, l[i], l[j], p);
+    const double* f = f_lam + b * n;
+    return math::divided_difference(fn, l[i], l[j], f[i], f[j], p);
   }
 };
+
+struct SpectralFnValues {
+  const double* lam;
+  double* f;
+  math::SpectralFn fn;
+  double p;
+  MATBP_HOST_DEVICE void operator()(int64_t idx) const {
+    f[idx] = math::spectral_value(fn, lam[idx], p);
+  }
+};
+
+// f(L) for float64 L (*, n), contiguous: one transcendental call per
+// eigenvalue instead of one per pair of them.
+template <typename Backend>
+at::Tensor spectral_fn_values(const at::Tensor& L64, math::SpectralFn fn, double p) {
+  auto f = at::empty_like(L64, at::MemoryFormat::Contiguous);
+  Backend::for_each(L64.numel(),
+                    SpectralFnValues{L64.data_ptr<double>(), f.data_ptr<double>(), fn, p});
+  return f;
+}
 
 
 // Q_ij = sum_c f[l_i, l_j, l_c] (G_ic H_cj + H_ic G_cj) for ascending L
@@ -193,29 +216,38 @@ struct SpectralValues {
   }
 };
 
-// f(A) = V f(L) V^T, with the float64 L (clamped) and V its backward reuses.
+// f(A) = V f(L) V^T, with the L (clamped) and V its backward reuses, in the
+// compute dtype (float64 unless compute_dtype asks for float32). f(L) is
+// float64 either way; so are the clamping and the domain checks.
 template <typename Backend>
-std::tuple<at::Tensor, at::Tensor, at::Tensor> sym_fn_with_eig(const at::Tensor& A,
-                                                               c10::string_view fn_name, double p) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> sym_fn_with_eig(
+    const at::Tensor& A, c10::string_view fn_name, double p,
+    std::optional<at::ScalarType> compute_dtype) {
   constexpr const char* op = "matbp.sym_fn";
   const auto fn = parse_spectral_fn(fn_name, op);
   check_spectral_exponent(fn, p, op);
+  const auto compute = resolve_compute_dtype(compute_dtype, op);
   check_float_matrix(A, op, "A", /*square=*/true);
   const int64_t n = A.size(-1), batch = batch_count(A);
   if (A.numel() == 0) {  // nothing per matrix, however long the batch
-    const auto f64 = A.options().dtype(at::kDouble);
-    return {at::empty(A.sizes(), A.options()), at::empty(with_trailing(A, {n}), f64),
-            at::empty(A.sizes(), f64)};
+    const auto decomposition = A.options().dtype(compute);
+    return {at::empty(A.sizes(), A.options()), at::empty(with_trailing(A, {n}), decomposition),
+            at::empty(A.sizes(), decomposition)};
   }
-  const EigenResult eig = Backend::sym_eig64(A, op, "A");
-  auto L = at::empty_like(eig.L);
-  auto fL = at::empty_like(eig.L);
+  const EigenResult eig = Backend::sym_eig(A, compute, op, "A");
+  const auto L_in = eig.L.to(at::kDouble).contiguous();
+  auto L64 = at::empty_like(L_in);
+  auto fL = at::empty_like(L_in);
   auto outside = at::zeros({batch}, eig.L.options().dtype(at::kBool));
-  Backend::for_each(batch * n, SpectralValues{eig.L.data_ptr<double>(), L.data_ptr<double>(),
+  // The rounding tolerance of the clamp: the input's precision, or the
+  // compute precision where that is coarser.
+  const double input_eps = std::max(input_unit_roundoff(A), unit_roundoff(compute));
+  Backend::for_each(batch * n, SpectralValues{L_in.data_ptr<double>(), L64.data_ptr<double>(),
                                               fL.data_ptr<double>(), outside.data_ptr<bool>(), n,
-                                              fn, p, input_unit_roundoff(A)});
-  const auto F64 = Backend::eigen_compose(eig.V, fL);
-  auto F = F64.result.to(A.scalar_type()).contiguous();
+                                              fn, p, input_eps});
+  const auto L = L64.to(compute);
+  const auto composed = Backend::eigen_compose(eig.V, fL);
+  auto F = composed.result.to(A.scalar_type()).contiguous();
   const bool raise = raises_on_failure<Backend>();
   report_decomposition_failures(eig.finite, eig.converged, raise, {F, L, eig.V}, op, "A",
                                 "the eigensolver");
@@ -227,20 +259,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sym_fn_with_eig(const at::Tensor&
            std::to_string(b) + " of the flattened batch of 'A': " + spectral_domain(fn, p) +
            ", but its eigenvalues are " + format_values(eig.L.reshape({batch, n})[b]);
   });
-  if (F64.finite) return {F, L, eig.V};
-  // f(A) beyond float64 (exp of 800, large |p|): an error, not Inf mixed with NaN.
-  const auto representable = at::isfinite(F64.result).reshape({batch, -1}).all(1);
+  if (composed.finite) return {F, L, eig.V};
+  // f(A) beyond the compute dtype (exp of 800, large |p|): an error, not Inf
+  // mixed with NaN.
+  const auto representable = at::isfinite(composed.result).reshape({batch, -1}).all(1);
   const auto checked = in_domain.logical_and(eig.finite.defined() ? eig.finite : in_domain);
   report_failures(representable.logical_or(checked.logical_not()), raise, {F, L, eig.V},
                   [&](int64_t b) {
                     return std::string(op) + ": fn='" + std::string(fn_name) +
                            "' of matrix " + std::to_string(b) +
-                           " of the flattened batch of 'A' overflows float64: its eigenvalues "
-                           "are " + format_values(eig.L.reshape({batch, n})[b]);
+                           " of the flattened batch of 'A' overflows " +
+                           dtype_name(compute) + ": its eigenvalues are " +
+                           format_values(eig.L.reshape({batch, n})[b]);
                   });
   return {F, L, eig.V};
 }
 
+// In V's dtype (the forward's compute dtype: float32 in the float32 compute
+// mode), the divided differences in float64 either way.
 template <typename Backend>
 at::Tensor sym_fn_backward(const at::Tensor& gF, const at::Tensor& L, const at::Tensor& V,
                            c10::string_view fn_name, double p) {
@@ -250,8 +286,10 @@ at::Tensor sym_fn_backward(const at::Tensor& gF, const at::Tensor& L, const at::
   check_eigenbasis_backward_arguments(gF, "gF", L, V, op);
   if (V.numel() == 0) return at::zeros(V.sizes(), gF.options());
   const auto L64 = L.to(at::kDouble).contiguous();
+  const at::Tensor fL = spectral_fn_values<Backend>(L64, fn, p);
   const auto gA = eigenbasis_backward<Backend>(
-      gF, V.to(at::kDouble), SpectralWeight{L64.data_ptr<double>(), V.size(-1), fn, p});
+      gF, V.contiguous(),
+      SpectralWeight{L64.data_ptr<double>(), fL.data_ptr<double>(), V.size(-1), fn, p});
   report_overflow<Backend>(gA, {gF}, batch_count(V), op);
   return gA.result.to(gF.scalar_type());
 }
@@ -277,7 +315,8 @@ at::Tensor sym_fn_second_derivative(const at::Tensor& G, const at::Tensor& H, co
   L64 = L64.contiguous();
   const auto V64 = V.to(at::kDouble).gather(-1, order.unsqueeze(-2).expand(V.sizes()));
   auto f1 = at::empty(V64.sizes(), V64.options().memory_format(at::MemoryFormat::Contiguous));
-  const SpectralWeight first{L64.data_ptr<double>(), n, fn, p};
+  const at::Tensor fL = spectral_fn_values<Backend>(L64, fn, p);
+  const SpectralWeight first{L64.data_ptr<double>(), fL.data_ptr<double>(), n, fn, p};
   Backend::for_each_pair(batch, n,
                          FillSymmetricWeight<SpectralWeight>{f1.data_ptr<double>(), n, first});
   const auto inv_gap = (L64.unsqueeze(-2) - L64.unsqueeze(-1)).reciprocal().contiguous();
