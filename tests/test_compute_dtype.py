@@ -193,6 +193,21 @@ def test_double_backward_matches_float64():
     assert rel(h32, h64) <= GRAD_TOL
 
 
+def test_autocast_and_compile():
+    # compute_dtype is a positional schema argument: torch.library's autocast
+    # kernels refuse keyword arguments.
+    A = random_spd((2,), 5, dtype=F32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        F = matbp.sym_fn(A.bfloat16(), "log", compute_dtype=F32)
+        L, V = matbp.sym_eig(A.bfloat16(), compute_dtype=F32)
+    assert F.dtype == L.dtype == V.dtype == F32
+    compiled = torch.compile(lambda a: sym_fn32(a, "log"), fullgraph=True)
+    a, b = A.clone().requires_grad_(), A.clone().requires_grad_()
+    compiled(a).sum().backward()
+    sym_fn32(b, "log").sum().backward()
+    torch.testing.assert_close(a.grad, b.grad)
+
+
 def test_nn_module():
     layer = matbp.nn.SymFn("sqrt", compute_dtype=F32)
     assert "compute_dtype=torch.float32" in repr(layer)

@@ -46,17 +46,20 @@ TORCH_LIBRARY(matbp, m) {
   // No tensor arguments: a catch-all kernel, callable from any device context.
   m.def("set_sync_checks(bool enabled) -> bool", &set_sync_checks);
   // compute_dtype: None (float64) or float32, the opt-in float32 compute mode.
-  m.def("sym_eig(Tensor A, *, ScalarType? compute_dtype=None) -> (Tensor L, Tensor V)");
+  // Positional with a default, not keyword-only: torch.library's autocast
+  // kernels refuse keyword arguments (the Python wrappers make it
+  // keyword-only).
+  m.def("sym_eig(Tensor A, ScalarType? compute_dtype=None) -> (Tensor L, Tensor V)");
   m.def(
-      "sym_eig_backward(Tensor? gL, Tensor? gV, Tensor L, Tensor V, *, "
+      "sym_eig_backward(Tensor? gL, Tensor? gV, Tensor L, Tensor V, "
       "ScalarType? compute_dtype=None) -> Tensor");
   m.def("svd(Tensor X) -> (Tensor U, Tensor S, Tensor V)");
   m.def(
       "svd_backward(Tensor? gU, Tensor? gS, Tensor? gV, Tensor U, Tensor S, Tensor V) -> "
       "Tensor");
-  m.def("sym_fn(Tensor A, str fn, float p=1.0, *, ScalarType? compute_dtype=None) -> Tensor");
+  m.def("sym_fn(Tensor A, str fn, float p=1.0, ScalarType? compute_dtype=None) -> Tensor");
   m.def(
-      "sym_fn_with_eig(Tensor A, str fn, float p=1.0, *, ScalarType? compute_dtype=None) -> "
+      "sym_fn_with_eig(Tensor A, str fn, float p=1.0, ScalarType? compute_dtype=None) -> "
       "(Tensor F, Tensor L, Tensor V)");
   m.def("sym_fn_backward(Tensor gF, Tensor L, Tensor V, str fn, float p) -> Tensor");
   m.def(

@@ -103,10 +103,9 @@ def _nested_forward_transforms() -> int:
     return sum(i.key() == TransformType.Jvp for i in retrieve_all_functorch_interpreters())
 
 
-def _forward_mode(kernel, keyset, public_name, jvp, names, defaults, args, kwargs):
+def _forward_mode(kernel, keyset, public_name, jvp, defaults, args, kwargs):
     """The op on the primals of ``args``, its outputs made dual with the
-    tangents ``jvp(primals, tangents, outputs)`` (None: no tangent).
-    ``names`` and ``defaults`` ((default, keyword-only) pairs) follow the schema."""
+    tangents ``jvp(primals, tangents, outputs)`` (None: no tangent)."""
     # Under jacfwd(jacfwd(...)) the outer layer's tangent would pass through
     # the op's kernel below the Autograd key and be dropped: the rules give
     # first derivatives only.
@@ -122,11 +121,8 @@ def _forward_mode(kernel, keyset, public_name, jvp, names, defaults, args, kwarg
         tangents.append(t)
     out = kernel(keyset, *primals, **kwargs)
     outs = out if isinstance(out, tuple) else (out,)
-    # The rules read arguments by schema position, keyword-only ones (which
-    # the dispatcher passes as kwargs) included: the defaults fill the rest.
-    positional = [d for d, keyword_only in defaults if not keyword_only]
-    primals += positional[len(primals):]
-    primals += [kwargs.get(name, d) for (d, keyword_only), name in zip(defaults, names) if keyword_only]
+    # The rules read arguments by position: the schema's defaults fill the rest.
+    primals += defaults[len(primals):]
     tangents += [None] * (len(primals) - len(tangents))
     out_tangents = jvp(primals, tangents, outs)
     duals = tuple(o if t is None else torch._VF._make_dual(o, t.to(o.dtype), level=level)
@@ -134,12 +130,12 @@ def _forward_mode(kernel, keyset, public_name, jvp, names, defaults, args, kwarg
     return duals if isinstance(out, tuple) else duals[0]
 
 
-def _guard_autograd_kernel(kernel, public_name: str, jvp=None, names=(), defaults=()):
+def _guard_autograd_kernel(kernel, public_name: str, jvp=None, defaults=()):
     def guarded(keyset, *args, **kwargs):
         if _has_forward_tangent(args):
             if jvp is None:
                 raise NotImplementedError(f"{public_name}: {_FORWARD_AD_UNSUPPORTED}")
-            return _forward_mode(kernel, keyset, public_name, jvp, names, defaults, args, kwargs)
+            return _forward_mode(kernel, keyset, public_name, jvp, list(defaults), args, kwargs)
         if (
             torch._C._are_functorch_transforms_active()
             and torch.is_grad_enabled()
@@ -171,10 +167,8 @@ class _GuardedAutogradLibrary(torch.library.Library):
     def impl(self, op_name, fn, dispatch_key="", *, with_keyset=False, **kwargs):
         if dispatch_key == "Autograd" and with_keyset:
             schema = torch._C._get_schema(f"matbp::{op_name}", "")
-            names = [a.name for a in schema.arguments]
-            defaults = [(a.default_value if a.has_default_value() else None, a.kwarg_only)
-                        for a in schema.arguments]
-            fn = _guard_autograd_kernel(fn, self.public_name, self.jvp, names, defaults)
+            defaults = [a.default_value if a.has_default_value() else None for a in schema.arguments]
+            fn = _guard_autograd_kernel(fn, self.public_name, self.jvp, defaults)
             self.guarded = True
         return super().impl(op_name, fn, dispatch_key, with_keyset=with_keyset, **kwargs)
 
@@ -444,7 +438,7 @@ def _unit_roundoff(compute_dtype) -> float:
 
 
 @torch.library.register_fake("matbp::sym_eig")
-def _sym_eig_fake(A, *, compute_dtype=None):
+def _sym_eig_fake(A, compute_dtype=None):
     compute = _compute_dtype(compute_dtype, "matbp.sym_eig")
     _check_float_matrix(A, "matbp.sym_eig", "A", square=True)
     _check_decomposition_device(compute, "matbp.sym_eig", A)
@@ -453,7 +447,7 @@ def _sym_eig_fake(A, *, compute_dtype=None):
 
 
 @torch.library.register_fake("matbp::sym_eig_backward")
-def _sym_eig_backward_fake(gL, gV, L, V, *, compute_dtype=None):
+def _sym_eig_backward_fake(gL, gV, L, V, compute_dtype=None):
     op = "matbp.sym_eig_backward"
     _compute_dtype(compute_dtype, op)
     _check_float_matrix(V, op, "V", square=True)
@@ -465,16 +459,16 @@ def _sym_eig_backward_fake(gL, gV, L, V, *, compute_dtype=None):
     return V.new_empty(V.shape)
 
 
-def _sym_eig_setup(ctx, inputs, keyword_only_inputs, output):
+def _sym_eig_setup(ctx, inputs, output):
     # An unused output's gradient stays None: the backward op skips its term.
     ctx.set_materialize_grads(False)
-    ctx.compute_dtype = keyword_only_inputs["compute_dtype"]
+    _, ctx.compute_dtype = inputs
     ctx.save_for_backward(*output)
 
 
 def _sym_eig_backward(ctx, gL, gV):
     L, V = ctx.saved_tensors
-    return _lib.sym_eig_backward(gL, gV, L, V, compute_dtype=ctx.compute_dtype)
+    return _lib.sym_eig_backward(gL, gV, L, V, ctx.compute_dtype), None
 
 
 def _eig_coupling(L, eps):
@@ -501,15 +495,17 @@ def _sym_eig_backward_composition(gL, gV, L, V, eps):
     return V @ inner @ V.mT
 
 
-def _sym_eig_backward_setup(ctx, inputs, keyword_only_inputs, output):
-    ctx.eps = _unit_roundoff(keyword_only_inputs["compute_dtype"])
-    ctx.save_for_backward(*inputs)
+def _sym_eig_backward_setup(ctx, inputs, output):
+    *tensors, compute_dtype = inputs
+    ctx.eps = _unit_roundoff(compute_dtype)
+    ctx.save_for_backward(*tensors)
 
 
 def _sym_eig_backward_derivative(ctx, H):
     eps = ctx.eps
-    return _derivative_of_composition(
-        lambda gL, gV, L, V: _sym_eig_backward_composition(gL, gV, L, V, eps), ctx.saved_tensors, H)
+    return (*_derivative_of_composition(
+        lambda gL, gV, L, V: _sym_eig_backward_composition(gL, gV, L, V, eps), ctx.saved_tensors, H),
+        None)
 
 
 def _eig_tangents(L, V, dA, compute_dtype):
@@ -566,7 +562,7 @@ def sym_eig(A: Tensor, *, compute_dtype: Optional[torch.dtype] = None) -> Tuple[
     at repeated eigenvalues.
     """
     _check_compute_dtype_type(compute_dtype, "matbp.sym_eig")
-    return _lib.sym_eig(A, compute_dtype=compute_dtype)
+    return _lib.sym_eig(A, compute_dtype)
 
 
 # -------------------------------------------------------------------- svd
@@ -715,7 +711,7 @@ def svd(X: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
 
 
 @torch.library.register_fake("matbp::sym_fn_with_eig")
-def _sym_fn_with_eig_fake(A, fn, p=1.0, *, compute_dtype=None):
+def _sym_fn_with_eig_fake(A, fn, p=1.0, compute_dtype=None):
     torch._check(
         fn in _SPECTRAL_FNS,
         lambda: f"matbp.sym_fn: argument 'fn' must be one of 'log', 'sqrt', 'pow', 'exp', got '{fn}'",
@@ -760,11 +756,10 @@ def _sym_fn_second_derivative_fake(G, H, L, V, fn, p):
     return G.new_empty(G.shape)
 
 
-def _sym_fn_setup(ctx, inputs, keyword_only_inputs, output):
-    A, fn, p = inputs
+def _sym_fn_setup(ctx, inputs, output):
+    A, fn, p, compute_dtype = inputs
     _, L, V = output
-    ctx.fn, ctx.p = fn, p
-    ctx.compute_dtype = keyword_only_inputs["compute_dtype"]
+    ctx.fn, ctx.p, ctx.compute_dtype = fn, p, compute_dtype
     ctx.input_dtype = A.dtype
     # matbp.sym_fn uses F only: no zero gL, gV (a wasted sym_eig_backward, 20% of the time).
     ctx.set_materialize_grads(False)
@@ -784,9 +779,9 @@ def _sym_fn_backward(ctx, gF, gL, gV):
         )
     if gL is not None or gV is not None:
         # L and V are outputs too (of the compute dtype); honour gradients through them.
-        g_eig = _lib.sym_eig_backward(gL, gV, L, V, compute_dtype=ctx.compute_dtype).to(ctx.input_dtype)
+        g_eig = _lib.sym_eig_backward(gL, gV, L, V, ctx.compute_dtype).to(ctx.input_dtype)
         gA = g_eig if gA is None else gA + g_eig
-    return gA, None, None
+    return gA, None, None, None
 
 
 def _sym_fn_jvp(primals, tangents, outputs):
@@ -859,7 +854,7 @@ def sym_fn(A: Tensor, fn: str, p: Optional[float] = None, *,
     elif p is not None:
         raise ValueError(f"matbp.sym_fn: argument 'p' is only used by fn='pow', got fn={fn!r}")
     _check_compute_dtype_type(compute_dtype, "matbp.sym_fn")
-    return _lib.sym_fn(A, fn, 1.0 if p is None else p, compute_dtype=compute_dtype)
+    return _lib.sym_fn(A, fn, 1.0 if p is None else p, compute_dtype)
 
 
 # ---------------------------------------------------------------- o2p_log

@@ -75,7 +75,7 @@ const Real* as_real(const scalar_t* src, int64_t count, std::vector<Real>& buffe
 // out = a^T, n x n row-major, converted to Dst.
 template <typename Src, typename Dst>
 void transpose_into(const Src* a, int64_t n, Dst* out) {
-  for_each_entry_tiled(n, [&](int64_t i, int64_t j) { out[j * n + i] = static_cast<Dst>(a[i * n + j]); });
+  for_each_entry_tiled(n, n, [&](int64_t i, int64_t j) { out[j * n + i] = static_cast<Dst>(a[i * n + j]); });
 }
 
 // out = (a + a^T) / 2 in Real, n x n row-major.

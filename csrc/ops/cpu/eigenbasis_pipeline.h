@@ -33,12 +33,18 @@ void square_gemm(int64_t n, bool trans_a, bool trans_b, const Real* A, const Rea
 }
 
 // The same for a product known to be symmetric (V M V^T with M symmetric):
-// its lower block triangle only, mirrored (gemm_symmetric_result).
+// its lower block triangle only, mirrored (gemm_symmetric_result), where
+// that saves flops; up to its leaf size the whole product costs less than
+// the mirror pass.
 template <typename Real>
 void square_gemm_symmetric(int64_t n, bool trans_a, bool trans_b, const Real* A, const Real* B,
                            Real* C) {
   const int k = static_cast<int>(n);
-  gemm_symmetric_result<Real>(trans_a, trans_b, k, k, A, k, B, k, C, k);
+  if (k <= kSymmetricResultLeaf) {
+    gemm_row_major<Real>(trans_a, trans_b, k, k, k, 1.0, A, k, B, k, 0.0, C, k);
+  } else {
+    gemm_symmetric_result<Real>(trans_a, trans_b, k, k, A, k, B, k, C, k);
+  }
 }
 
 // body(begin, end, finite) on each thread's share of the batch, which it

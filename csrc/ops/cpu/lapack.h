@@ -137,8 +137,9 @@ void gemm_row_major(bool trans_a, bool trans_b, int rows, int cols, int inner,
     if (trans_b) {
       thread_local std::vector<Real> transposed;
       transposed.resize(size_t(inner) * cols);
-      for (int j = 0; j < cols; ++j)
-        for (int k = 0; k < inner; ++k) transposed[size_t(k) * cols + j] = B[size_t(j) * ldb + k];
+      for_each_entry_tiled(cols, inner, [&](int64_t j, int64_t k) {
+        transposed[size_t(k) * cols + j] = B[size_t(j) * ldb + k];
+      });
       B = transposed.data();
       ldb = cols;
     }
@@ -159,10 +160,11 @@ void gemm_row_major(bool trans_a, bool trans_b, int rows, int cols, int inner,
 // computed, recursively halving the diagonal blocks (62% of the flops at
 // n = 256), then mirrored, which also makes C exactly symmetric. BLAS has
 // dsyrk for the X X^T case only, and the torch wheel does not export it.
+constexpr int kSymmetricResultLeaf = 64;  // diagonal blocks computed whole
 template <typename Real>
 void gemm_symmetric_result(bool trans_a, bool trans_b, int n, int inner, const Real* A, int lda,
                            const Real* B, int ldb, Real* C, int ldc) {
-  constexpr int kLeaf = 64;
+  constexpr int kLeaf = kSymmetricResultLeaf;
   // Rows r0.. of op(A) and columns c0.. of op(B).
   auto a_rows = [&](int r0) { return trans_a ? A + r0 : A + int64_t(r0) * lda; };
   auto b_cols = [&](int c0) { return trans_b ? B + int64_t(c0) * ldb : B + c0; };
