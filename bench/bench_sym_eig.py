@@ -18,7 +18,9 @@ or matbp's gradient matches the float64 torch composition's (fwd+bwd).
 Targets (float64, B = 256):
 * all threads (the machine's count): sym_eig fwd <= 0.8 at n = 8, 32, 64, 256;
 * one thread: sym_eig fwd <= 0.5 at n = 8, 16, 32 and <= 0.8 at n = 64;
-  sym_fn log fwd+bwd <= 0.6 at n <= 32 and <= 0.85 at n = 64 and 256 (B = 100).
+  sym_fn log fwd+bwd <= 0.6 at n <= 32 and <= 0.85 at n = 64 and 256 (B = 100);
+* one thread, float32 input: "sym_fn log fwd+bwd f32 mode" (matbp's float32
+  compute mode against torch's float32 composition) <= 0.8 at n = 32, 64, 256.
 
 Usage::
 
