@@ -81,6 +81,20 @@ def adversarial(n, batch=13, seed=0, extreme=1e150):
     return torch.stack(mats)
 
 
+def assert_lapack_accuracy(A, L, V, L_ref, eps=torch.finfo(F64).eps):
+    """LAPACK's accuracy at the unit roundoff ``eps`` of the compute dtype."""
+    n = A.shape[-1]
+    L, V = L.double(), V.double()
+    norm = torch.linalg.matrix_norm(A, ord=2).unsqueeze(-1)
+    tol = 10 * n * eps
+    assert ((L - L_ref).abs() <= tol * norm).all(), ((L - L_ref).abs() / norm).max()
+    eye = torch.eye(n, dtype=torch.float64)
+    assert ((V.mT @ V - eye).abs() <= tol).all(), (V.mT @ V - eye).abs().max()
+    recon = (V * L.unsqueeze(-2)) @ V.mT
+    assert ((recon - A).abs() <= tol * norm.unsqueeze(-1)).all()
+    assert (L[..., 1:] >= L[..., :-1]).all()
+
+
 BATCH_SHAPES = [(), (0,), (2, 3)]
 
 

@@ -14,9 +14,8 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.autograd.functional import hvp
 
 import matbp
-from conftest import F32, F64, adversarial, random_spd, randn, with_spectrum
+from conftest import F32, F64, adversarial, assert_lapack_accuracy, random_spd, randn, with_spectrum
 from hvp_reference import sym_fn_gradient_reference
-from test_sym_eig_solver import assert_lapack_accuracy
 
 EPS32 = torch.finfo(F32).eps
 # The bound on the float32 compute mode's gradient error (the

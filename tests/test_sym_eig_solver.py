@@ -9,23 +9,8 @@ import pytest
 import torch
 
 import matbp
-from conftest import adversarial, random_symmetric, with_spectrum
+from conftest import adversarial, assert_lapack_accuracy, random_symmetric, with_spectrum
 
-EPS = torch.finfo(torch.float64).eps
-
-
-def assert_lapack_accuracy(A, L, V, L_ref, eps=EPS):
-    """LAPACK's accuracy at the unit roundoff ``eps`` of the compute dtype."""
-    n = A.shape[-1]
-    L, V = L.double(), V.double()
-    norm = torch.linalg.matrix_norm(A, ord=2).unsqueeze(-1)
-    tol = 10 * n * eps
-    assert ((L - L_ref).abs() <= tol * norm).all(), ((L - L_ref).abs() / norm).max()
-    eye = torch.eye(n, dtype=torch.float64)
-    assert ((V.mT @ V - eye).abs() <= tol).all(), (V.mT @ V - eye).abs().max()
-    recon = (V * L.unsqueeze(-2)) @ V.mT
-    assert ((recon - A).abs() <= tol * norm.unsqueeze(-1)).all()
-    assert (L[..., 1:] >= L[..., :-1]).all()
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 8, 17, 32, 33, 64, 65])

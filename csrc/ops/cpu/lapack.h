@@ -130,8 +130,8 @@ inline int lapack_qr_workspace(int m, int n) {
 // through a transposed copy. Real (float: sgemm, double: dgemm) is A's.
 template <typename Real>
 void gemm_row_major(bool trans_a, bool trans_b, int rows, int cols, int inner,
-                    std::common_type_t<Real> alpha, const Real* A, int lda, const Real* B, int ldb,
-                    std::common_type_t<Real> beta, Real* C, int ldc) {
+                    std::type_identity_t<Real> alpha, const Real* A, int lda, const Real* B,
+                    int ldb, std::type_identity_t<Real> beta, Real* C, int ldc) {
   if (rows == 0 || cols == 0) return;
   if (alpha == 1.0 && (beta == 0.0 || beta == 1.0) && small_gemm_preferred(rows, cols, inner)) {
     if (trans_b) {

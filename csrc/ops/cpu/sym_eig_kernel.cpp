@@ -69,9 +69,11 @@ std::tuple<at::Tensor, at::Tensor> sym_eig_cpu(const at::Tensor& A,
   return sym_eig_solve(A, A.scalar_type(), resolve_compute_dtype(compute_dtype, op), op);
 }
 
+// The batch decomposed in Real into L, V, raising for the first failed matrix.
 template <typename Real>
 void sym_eig_dispatch(const at::Tensor& Ac, at::Tensor& L, at::Tensor& V, int64_t batch, int n,
-                      FirstFailure& nonfinite, FirstFailure& failed) {
+                      const char* op, const char* arg) {
+  FirstFailure nonfinite(batch), failed(batch);
   AT_DISPATCH_FLOATING_TYPES(Ac.scalar_type(), "matbp_sym_eig_in", [&] {
     using in_t = scalar_t;
     AT_DISPATCH_FLOATING_TYPES(L.scalar_type(), "matbp_sym_eig_out", [&] {
@@ -79,6 +81,7 @@ void sym_eig_dispatch(const at::Tensor& Ac, at::Tensor& L, at::Tensor& V, int64_
                           batch, n, nonfinite, failed);
     });
   });
+  raise_first_failure(nonfinite, failed, op, arg, SymEigSolver<Real>::name(n));
 }
 
 }  // namespace
@@ -98,16 +101,11 @@ std::tuple<at::Tensor, at::Tensor> sym_eig_solve(const at::Tensor& A, at::Scalar
   if (batch == 0 || n == 0) return {L, V};
 
   const auto Ac = A.contiguous();
-  FirstFailure nonfinite(batch), failed(batch);
-  const char* solver = nullptr;
   if (compute_dtype == at::kFloat) {
-    sym_eig_dispatch<float>(Ac, L, V, batch, static_cast<int>(n), nonfinite, failed);
-    solver = SymEigSolver<float>(static_cast<int>(n)).name();
+    sym_eig_dispatch<float>(Ac, L, V, batch, static_cast<int>(n), op, arg);
   } else {
-    sym_eig_dispatch<double>(Ac, L, V, batch, static_cast<int>(n), nonfinite, failed);
-    solver = SymEigSolver<double>(static_cast<int>(n)).name();
+    sym_eig_dispatch<double>(Ac, L, V, batch, static_cast<int>(n), op, arg);
   }
-  raise_first_failure(nonfinite, failed, op, arg, solver);
   return {L, V};
 }
 

@@ -61,8 +61,9 @@ class SymEigSolver {
   }
 
   int width() const { return ql_ ? kQlLanes<Real> : 1; }
-  const char* name() const {
-    if (ql_) return "tridiagonal QL";
+  // The solver an n x n decomposition uses, for messages (no workspace).
+  static const char* name(int n) {
+    if (n <= sym_eig_ql_max_n()) return "tridiagonal QL";
     return std::is_same_v<Real, float> ? "LAPACK ssyevd" : "LAPACK dsyevd";
   }
 
