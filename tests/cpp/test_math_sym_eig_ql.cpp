@@ -19,7 +19,7 @@
 
 namespace {
 
-using matbp::ops::cpu::kQlLanes;
+using matbp::ops::cpu::sym_eig_ql_lanes;
 using matbp::ops::cpu::sym_eig_ql;
 using matbp::ops::cpu::sym_eig_ql_workspace;
 
@@ -148,18 +148,18 @@ void check_decomposition(const Case& c, int n, const double* vt, const double* w
   }
 }
 
-// The families in packs of every width 1..kQlLanes<Real>, cycling through
-// them, so each lane meets different neighbours; input rounded to Real.
+// The families in packs of every width 1..sym_eig_ql_lanes<Real>(n) (both
+// pack widths: n up to 32 and above), cycling through them, so each lane
+// meets different neighbours; input rounded to Real.
 template <typename Real>
 void check_mixed_packs(std::vector<double> extremes) {
-  constexpr int kLanes = kQlLanes<Real>;
   const double eps = std::numeric_limits<Real>::epsilon();
   std::mt19937_64 rng(20261203);
   for (int n : {1, 2, 3, 5, 8, 9, 16, 31, 32, 33, 64}) {
     const std::vector<Case> cases = families(n, rng, extremes);
     std::vector<Real> work(sym_eig_ql_workspace<Real>(n));
     size_t next = 0;
-    for (int count = 1; count <= kLanes; ++count) {
+    for (int count = 1; count <= sym_eig_ql_lanes<Real>(n); ++count) {
       std::vector<std::vector<Real>> a(count), w(count, std::vector<Real>(n));
       std::vector<Real*> a_ptr(count), w_ptr(count);
       std::vector<size_t> which(count);

@@ -89,7 +89,7 @@ void store_output(const double* src, int64_t count, out_t* dst) {
 // The Gram eigendecompositions of up to width() matrices at once, k = m
 // (X X^T, rows_path) or k = d (X^T X): each formed with BLAS, checked finite
 // (an overflowing Gram matrix must not reach the solver), decomposed by the
-// CPU eigensolver (sym_eig_solver.h: kQlLanes matrices per call for small k,
+// CPU eigensolver (sym_eig_solver.h: sym_eig_ql_lanes matrices per call for small k,
 // LAPACK one at a time above), its small eigenvalues refined. The
 // eigenvectors land in v[q] (k, k) row-major, as columns; transposed(q) is
 // the same matrix transposed (the solver's rows).

@@ -1,7 +1,7 @@
 // The small-matrix CPU eigensolver (sym_eig_ql.h). Where it is used instead
 // of LAPACK, and the measurement behind that, is in sym_eig_solver.h.
 //
-// Every quantity is a vector of kQlLanes<Real> values, matrix q in lane q; the
+// Every quantity is a vector of W (sym_eig_ql_lanes) values, matrix q in lane q; the
 // FOR_LANES loops are what the compiler turns into SIMD instructions.
 
 #include "sym_eig_ql.h"
@@ -10,6 +10,7 @@
 #include <cmath>
 #include <limits>
 #include <type_traits>
+#include <vector>
 
 #include "simd_clones.h"
 
@@ -18,15 +19,17 @@
 namespace matbp::ops::cpu {
 namespace {
 
-// The solver for one scalar type: W = kQlLanes<Real> matrices at a time,
+// The solver for one scalar type and pack width: W matrices at a time,
 // Real's rounding in the deflation tests.
-template <typename Real>
+template <typename Real, int W>
 struct QlSolver {
-  static constexpr int W = kQlLanes<Real>;
   static constexpr Real kUnitRoundoff = std::numeric_limits<Real>::epsilon() / 2;
   // Where x^2 + y^2 can neither overflow nor underflow Real.
   static constexpr Real kHypotSafeLow = Real(std::is_same_v<Real, double> ? 0x1p-450 : 0x1p-60);
   static constexpr Real kHypotSafeHigh = Real(std::is_same_v<Real, double> ? 0x1p450 : 0x1p60);
+  // A power of two taking [denormal min, kHypotSafeLow) and (kHypotSafeHigh,
+  // max] into the safe range (and 1/it back out); exact either way.
+  static constexpr Real kHypotRescale = Real(std::is_same_v<Real, double> ? 0x1p600 : 0x1p100);
 
   // sqrt(x^2 + y^2) without std::hypot's cost where the squares can neither
   // overflow nor underflow: always in a unit-scaled matrix, except deep in
@@ -39,6 +42,10 @@ struct QlSolver {
     // would underflow; big == 0 gives 0.
     const Real ratio = big > 0 ? small / big : Real(0);
     return safe ? std::sqrt(x * x + y * y) : big * std::sqrt(Real(1) + ratio * ratio);
+  }
+
+  static bool normal_power_of_two(int k) {
+    return k >= std::numeric_limits<Real>::min_exponent - 1 && k < std::numeric_limits<Real>::max_exponent;
   }
 
   struct Pack {
@@ -255,24 +262,43 @@ struct QlSolver {
       const Real* ei = s.E(i);
       FOR_LANES t_norm[q] = std::max(t_norm[q], std::abs(di[q]) + std::abs(ei[q]));
     }
-    Real g[W], sn[W], cs[W], p[W], active[W], lo_limit[W], hi_limit[W];
+    Real absolute[W];
+    FOR_LANES absolute[q] = kUnitRoundoff * t_norm[q];
+    // negligible[i] (lane vectors, in p's space, free after the reduction):
+    // 1 where e[i] passes the deflation test.
+    Real* negligible = s.p;
+    Real g[W], sn[W], cs[W], p[W], active[W], split[W], lo_limit[W], hi_limit[W];
+    Real shift_dl[W] = {}, shift_el[W] = {}, shift_dl1[W] = {}, shift_dm[W] = {};
     for (;;) {
+      // Deflate where e[m] is below the rounding of its neighbours (graded
+      // matrices keep their small eigenvalues) or of ||T||: a cluster of
+      // eigenvalues at the noise level of larger ones (a rank-deficient Gram
+      // matrix) cannot meet the relative test, as the chase through the
+      // large entries leaves e at eps ||T||. The test runs on all lanes at
+      // once from the lowest unfinished l (a lane-by-lane scan was 17% of
+      // the solver at n = 32); each lane then only reads its flags.
+      const int l_min = *std::min_element(l_lane, l_lane + W);
+      for (int i = l_min; i < n - 1; ++i) {
+        const Real* ei = s.E(i);
+        const Real* di = s.D(i);
+        const Real* di1 = s.D(i + 1);
+        Real* flag = negligible + int64_t(i) * W;
+        FOR_LANES {
+          const Real e = std::abs(ei[q]);
+          const Real scale = std::abs(di[q]) + std::abs(di1[q]);
+          flag[q] = (e <= kUnitRoundoff * scale) | (e <= absolute[q]) |
+                            (e < std::numeric_limits<Real>::min())
+                        ? Real(1)
+                        : Real(0);
+        }
+      }
       int lo = n, hi = 0;
       for (int q = 0; q < W; ++q) {
-        // Deflate where e[m] is below the rounding of its neighbours (graded
-        // matrices keep their small eigenvalues) or of ||T||: a cluster of
-        // eigenvalues at the noise level of larger ones (a rank-deficient Gram
-        // matrix) cannot meet the relative test, as the chase through the
-        // large entries leaves e at eps ||T||.
         int& l = l_lane[q];
-        const Real absolute = kUnitRoundoff * t_norm[q];
         int m = l;
         while (l < n) {
-          for (m = l; m < n - 1; ++m) {
-            const Real e = std::abs(s.E(m)[q]);
-            const Real scale = std::abs(s.D(m)[q]) + std::abs(s.D(m + 1)[q]);
-            if (e <= kUnitRoundoff * scale || e <= absolute || e < std::numeric_limits<Real>::min()) break;
-          }
+          for (m = l; m < n - 1; ++m)
+            if (negligible[int64_t(m) * W + q] != Real(0)) break;
           if (m != l && sweeps[q] == kMaxSweeps) {
             failed |= 1u << q;
             s.E(l)[q] = 0;  // give up on this eigenvalue; the lane's output is flagged
@@ -288,21 +314,28 @@ struct QlSolver {
           ++sweeps[q];
           lo = std::min(lo, l);
           hi = std::max(hi, m);
-          // The Wilkinson shift from the leading 2 x 2 block, as in LAPACK.
-          const Real dl = s.D(l)[q], el = s.E(l)[q];
-          const Real h = (s.D(l + 1)[q] - dl) / (Real(2) * el);
-          const Real r = fast_hypot(h, Real(1));
-          g[q] = s.D(m)[q] - dl + el / (h + std::copysign(r, h));
-        } else {
-          g[q] = 0;
+          shift_dl[q] = s.D(l)[q];
+          shift_el[q] = s.E(l)[q];
+          shift_dl1[q] = s.D(l + 1)[q];
+          shift_dm[q] = s.D(m)[q];
         }
         lo_limit[q] = l;
         hi_limit[q] = m;
+      }
+      if (lo == n) break;
+      FOR_LANES {
+        // The Wilkinson shift from the leading 2 x 2 block, as in LAPACK
+        // (e[l] != 0 in an active lane; the others get g = 0).
+        const bool on = active[q] != Real(0);
+        const Real dl = shift_dl[q], el = on ? shift_el[q] : Real(1);
+        const Real h = (shift_dl1[q] - dl) / (Real(2) * el);
+        const Real r = fast_hypot(h, Real(1));
+        g[q] = on ? shift_dm[q] - dl + el / (h + std::copysign(r, h)) : Real(0);
         sn[q] = 1;
         cs[q] = 1;
         p[q] = 0;
+        split[q] = 0;
       }
-      if (lo == n) break;
 
       // The chase: the rotation coefficients of every lane, identity where
       // a lane is not taking part (rot_c = 1, rot_s = 0).
@@ -315,19 +348,32 @@ struct QlSolver {
         Real* di1 = s.D(i + 1);
         Real* ci = rot_c + int64_t(i) * W;
         Real* si = rot_s + int64_t(i) * W;
-        Real split[W];
         FOR_LANES {
           const bool on =
               (active[q] != Real(0)) & (Real(i) < hi_limit[q]) & (Real(i) >= lo_limit[q]);
           const Real f = sn[q] * ei[q];
           const Real b = cs[q] * ei[q];
-          const Real r = fast_hypot(f, g[q]);
+          // The rotation taking (g, f) to (r, 0) from one square root and
+          // two quotients, the chain every step waits on (fast_hypot's
+          // second root and division, computed for its rare unsafe case,
+          // cost 30% of this loop): f and g are rescaled by a power of two
+          // instead where their squares would underflow or overflow. A
+          // reciprocal times f and g would be faster still, but its second
+          // rounding doubled the float32 mode's gradient error on graded
+          // spectra.
+          const Real big = std::max(std::abs(f), std::abs(g[q]));
+          const bool tiny = big < kHypotSafeLow, huge = big > kHypotSafeHigh;
+          const Real scale = tiny ? kHypotRescale : huge ? Real(1) / kHypotRescale : Real(1);
+          const Real unscale = tiny ? Real(1) / kHypotRescale : huge ? kHypotRescale : Real(1);
+          const Real fs = f * scale, gs = g[q] * scale;
+          const Real r_scaled = std::sqrt(fs * fs + gs * gs);
+          const Real r = r_scaled * unscale;
           // r = 0: the chase underflowed and the matrix has split at i + 1.
-          const bool splits = on & (r == Real(0));
-          const bool step = on & (r != Real(0));
-          const Real safe_r = step ? r : Real(1);
-          const Real s_new = f / safe_r;
-          const Real c_new = g[q] / safe_r;
+          const bool splits = on & (r_scaled == Real(0));
+          const bool step = on & (r_scaled != Real(0));
+          const Real safe_r = step ? r_scaled : Real(1);
+          const Real s_new = fs / safe_r;
+          const Real c_new = gs / safe_r;
           const Real g1 = di1[q] - p[q];
           const Real r1 = (di[q] - g1) * s_new + Real(2) * c_new * b;
           const Real p_new = s_new * r1;
@@ -339,15 +385,15 @@ struct QlSolver {
           cs[q] = step ? c_new : cs[q];
           ci[q] = step ? c_new : Real(1);
           si[q] = step ? s_new : Real(0);
-          split[q] = splits ? Real(1) : Real(0);
+          split[q] = splits ? Real(1) : split[q];
           active[q] = splits ? Real(0) : active[q];
         }
-        for (int q = 0; q < W; ++q)
-          if (split[q] != Real(0)) s.E(m_lane[q])[q] = 0;
       }
       rotate_rows(s, lo, hi, rot_c, rot_s);
-      // Lanes that finished their chase (not split) close the sweep.
+      // Lanes that finished their chase (not split) close the sweep; a split
+      // lane's e[m] is zeroed only now, as its chase never reads it again.
       for (int q = 0; q < W; ++q) {
+        if (split[q] != Real(0)) s.E(m_lane[q])[q] = 0;
         if (active[q] == Real(0)) continue;
         s.D(l_lane[q])[q] -= p[q];
         s.E(l_lane[q])[q] = g[q];
@@ -382,48 +428,78 @@ struct QlSolver {
     for (int q = 0; q < count; ++q) {
       const Real* aq = a[q];
       Real amax = 0;
-      for (int i = 0; i < n; ++i)
-        for (int j = 0; j <= i; ++j) amax = std::max(amax, std::abs(aq[int64_t(i) * n + j]));
+      for (int i = 0; i < n; ++i) {
+        const Real* row = aq + int64_t(i) * n;
+#pragma omp simd reduction(max : amax)
+        for (int j = 0; j <= i; ++j) amax = std::max(amax, std::abs(row[j]));
+      }
       exponent[q] = amax > 0 ? std::ilogb(amax) : 0;
-      for (int i = 0; i < n; ++i)
-        for (int j = 0; j <= i; ++j) s.T(i, j)[q] = std::ldexp(aq[int64_t(i) * n + j], -exponent[q]);
+      // One multiplication by 2^-exponent is std::ldexp's one rounding where
+      // that factor is a normal number (a call per entry was 6% of the
+      // solver at n = 32); ldexp itself only at the ends of the range.
+      if (normal_power_of_two(-exponent[q])) {
+        const Real factor = std::ldexp(Real(1), -exponent[q]);
+        for (int i = 0; i < n; ++i)
+          for (int j = 0; j <= i; ++j) s.T(i, j)[q] = aq[int64_t(i) * n + j] * factor;
+      } else {
+        for (int i = 0; i < n; ++i)
+          for (int j = 0; j <= i; ++j) s.T(i, j)[q] = std::ldexp(aq[int64_t(i) * n + j], -exponent[q]);
+      }
     }
     tridiagonalize(s);
     form_transformation(s);
     const unsigned failed = tridiagonal_ql(s);
+    // Ascending eigenvalues (ties in z's order); eigenvector rows follow.
+    // rank (in p's space) is the output row of z's row r in lane q, so z is
+    // then read in order, a lane vector at a time, instead of once per lane.
+    Real* rank = s.p;
+    std::vector<int> order(n);
     for (int q = 0; q < count; ++q) {
-      // Ascending, by selection; eigenvector rows follow their eigenvalues.
-      Real* aq = a[q];
       Real* wq = w[q];
-      for (int j = 0; j < n; ++j) wq[j] = s.D(j)[q];
+      const bool normal = normal_power_of_two(exponent[q]);
+      const Real factor = normal ? std::ldexp(Real(1), exponent[q]) : Real(1);
+      for (int j = 0; j < n; ++j) order[j] = j;
+      std::sort(order.begin(), order.end(), [&](int i, int j) {
+        const Real di = s.D(i)[q], dj = s.D(j)[q];
+        return di < dj || (di == dj && i < j);
+      });
       for (int j = 0; j < n; ++j) {
-        int best = j;
-        for (int i = j + 1; i < n; ++i)
-          if (wq[i] < wq[best]) best = i;
-        std::swap(wq[j], wq[best]);
-        // Row j of the output is the eigenvector that was row `best` in z;
-        // swap z's rows too, so later picks see the remaining ones.
-        for (int k = 0; k < n; ++k) {
-          if (best != j) std::swap(s.Z(j, k)[q], s.Z(best, k)[q]);
-          aq[int64_t(j) * n + k] = s.Z(j, k)[q];
-        }
-        wq[j] = std::ldexp(wq[j], exponent[q]);
+        const Real lambda = s.D(order[j])[q];
+        wq[j] = normal ? lambda * factor : std::ldexp(lambda, exponent[q]);
+        rank[int64_t(order[j]) * W + q] = Real(j);
+      }
+    }
+    for (int r = 0; r < n; ++r) {
+      Real* dst[W];
+      for (int q = 0; q < count; ++q) dst[q] = a[q] + int64_t(rank[int64_t(r) * W + q]) * n;
+      for (int k = 0; k < n; ++k) {
+        const Real* zrk = s.Z(r, k);
+        for (int q = 0; q < count; ++q) dst[q][k] = zrk[q];
       }
     }
     return failed;
   }
 };
 
+template <typename Real>
+[[gnu::always_inline]] inline unsigned decompose(int n, int count, Real* const* a, Real* const* w,
+                                                 Real* work) {
+  constexpr int kNarrow = sym_eig_ql_lanes<Real>(1), kWide = sym_eig_ql_lanes<Real>(64);
+  if (sym_eig_ql_lanes<Real>(n) == kNarrow)
+    return QlSolver<Real, kNarrow>::decompose(n, count, a, w, work);
+  return QlSolver<Real, kWide>::decompose(n, count, a, w, work);
+}
+
 }  // namespace
 
 MATBP_SIMD_CLONES unsigned sym_eig_ql(int n, int count, double* const* a, double* const* w,
                                       double* work) {
-  return QlSolver<double>::decompose(n, count, a, w, work);
+  return decompose(n, count, a, w, work);
 }
 
 MATBP_SIMD_CLONES unsigned sym_eig_ql(int n, int count, float* const* a, float* const* w,
                                       float* work) {
-  return QlSolver<float>::decompose(n, count, a, w, work);
+  return decompose(n, count, a, w, work);
 }
 
 }  // namespace matbp::ops::cpu

@@ -1,7 +1,7 @@
 #pragma once
 
 // The CPU symmetric eigensolver, chosen here and nowhere else:
-//   n <= sym_eig_ql_max_n(): sym_eig_ql (sym_eig_ql.h), kQlLanes matrices of
+//   n <= sym_eig_ql_max_n(): sym_eig_ql (sym_eig_ql.h), sym_eig_ql_lanes matrices of
 //     the batch at a time, one per SIMD lane;
 //   larger n: LAPACK dsyevd (MKL in the torch wheel), one matrix per call.
 //
@@ -60,7 +60,7 @@ class SymEigSolver {
     }
   }
 
-  int width() const { return ql_ ? kQlLanes<Real> : 1; }
+  int width() const { return ql_ ? sym_eig_ql_lanes<Real>(n_) : 1; }
   // The solver an n x n decomposition uses, for messages (no workspace).
   static const char* name(int n) {
     if (n <= sym_eig_ql_max_n()) return "tridiagonal QL";
