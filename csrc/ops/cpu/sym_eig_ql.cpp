@@ -354,13 +354,11 @@ struct QlSolver {
           const Real f = sn[q] * ei[q];
           const Real b = cs[q] * ei[q];
           // The rotation taking (g, f) to (r, 0) from one square root and
-          // two quotients, the chain every step waits on (fast_hypot's
-          // second root and division, computed for its rare unsafe case,
-          // cost 30% of this loop): f and g are rescaled by a power of two
-          // instead where their squares would underflow or overflow. A
-          // reciprocal times f and g would be faster still, but its second
-          // rounding doubled the float32 mode's gradient error on graded
-          // spectra.
+          // two quotients, on the chain every step waits on: fast_hypot
+          // also computed a second root and a division there, for its rare
+          // unsafe range, where f and g are now rescaled by a power of two
+          // instead. Quotients rather than a reciprocal times f and g, so
+          // that s and c round once each, as in LAPACK's dlartg.
           const Real big = std::max(std::abs(f), std::abs(g[q]));
           const bool tiny = big < kHypotSafeLow, huge = big > kHypotSafeHigh;
           const Real scale = tiny ? kHypotRescale : huge ? Real(1) / kHypotRescale : Real(1);
