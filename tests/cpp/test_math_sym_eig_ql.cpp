@@ -195,6 +195,44 @@ TEST(SymEigQl, Float32AdversarialFamiliesInMixedPacks) {
   check_mixed_packs<float>({1e30, 1e-30, 1e-36});
 }
 
+// The solver aligns its workspace itself (sym_eig_ql.h): a work pointer at
+// every element offset from a 64-byte boundary, with exactly
+// sym_eig_ql_workspace values after it (the sanitizers see any overrun),
+// gives the same decomposition.
+template <typename Real>
+void check_workspace_alignment() {
+  const double eps = std::numeric_limits<Real>::epsilon();
+  std::mt19937_64 rng(20261207);
+  for (int n : {8, 33}) {
+    const std::vector<Case> cases = families(n, rng, {1e30, 1e-30, 1e-36});
+    const int count = std::min<int>(sym_eig_ql_lanes<Real>(n), int(cases.size()));
+    const int64_t size = sym_eig_ql_workspace<Real>(n);
+    for (int offset = 0; offset < 64 / int(sizeof(Real)); ++offset) {
+      std::vector<Real> storage(size_t(size + offset));
+      std::vector<std::vector<Real>> a(count), w(count, std::vector<Real>(n));
+      std::vector<Real*> a_ptr(count), w_ptr(count);
+      for (int q = 0; q < count; ++q) {
+        a[q].assign(cases[q].a.begin(), cases[q].a.end());
+        a_ptr[q] = a[q].data();
+        w_ptr[q] = w[q].data();
+      }
+      ASSERT_EQ(sym_eig_ql(n, count, a_ptr.data(), w_ptr.data(), storage.data() + offset), 0u)
+          << "n = " << n << ", offset " << offset;
+      for (int q = 0; q < count; ++q) {
+        const std::vector<double> vt(a[q].begin(), a[q].end()), lambda(w[q].begin(), w[q].end());
+        check_decomposition(cases[q], n, vt.data(), lambda.data(), eps,
+                            "n = " + std::to_string(n) + ", offset " + std::to_string(offset) +
+                                ", family " + std::to_string(q));
+      }
+    }
+  }
+}
+
+TEST(SymEigQl, WorkspaceAtAnyAlignment) {
+  check_workspace_alignment<double>();
+  check_workspace_alignment<float>();
+}
+
 TEST(SymEigQl, GradedMatrixKeepsSmallEigenvaluesRelatively) {
   // diag(1, 1e-4, 1e-8, 1e-12) with tiny off-diagonal coupling: deflation is
   // relative, so the small eigenvalues come out to near relative accuracy

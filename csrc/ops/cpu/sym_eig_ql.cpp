@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -243,6 +244,36 @@ struct QlSolver {
     for (; k0 < s.n; ++k0) rotate_column_block<1>(s, k0, lo, hi, rot_c, rot_s);
   }
 
+  // QL deflates from the top, so it keeps the small eigenvalues of a graded
+  // matrix to high relative accuracy only when the small end is there; LAPACK's
+  // dsteqr chooses QL or QR per block for this (QR where |d_last| < |d_first|).
+  // Here each lane's whole matrix is reversed instead where its bottom
+  // diagonal entry is the smaller (d, e and z's rows, a permutation P with
+  // P T P still tridiagonal), and every lane then runs the same QL. Without
+  // it, the error of float32 gradients of log on a spectrum graded 1e-4..1
+  // was 2.6 times MKL ssyevd's (1.2 times with it; median over 200
+  // rotations, n = 8).
+  [[gnu::always_inline]] static void orient_small_end_up(const Pack& s) {
+    const int n = s.n;
+    Real flip[W];
+    const Real* first = s.D(0);
+    const Real* last = s.D(n - 1);
+    FOR_LANES flip[q] = std::abs(last[q]) < std::abs(first[q]) ? Real(1) : Real(0);
+    auto swap_where_flipped = [&flip](Real* x, Real* y) {
+      FOR_LANES {
+        const bool f = flip[q] != Real(0);
+        const Real a = x[q], b = y[q];
+        x[q] = f ? b : a;
+        y[q] = f ? a : b;
+      }
+    };
+    for (int i = 0, j = n - 1; i < j; ++i, --j) {
+      swap_where_flipped(s.D(i), s.D(j));
+      for (int k = 0; k < n; ++k) swap_where_flipped(s.Z(i, k), s.Z(j, k));
+    }
+    for (int i = 0, j = n - 2; i < j; ++i, --j) swap_where_flipped(s.E(i), s.E(j));
+  }
+
   // Implicit QL with Wilkinson shifts on d, e. Each lane works through its
   // own eigenvalues: lane q sweeps from its own l_q (the first eigenvalue it
   // has not deflated) to its m_q, and the chase runs over the union of those
@@ -407,6 +438,10 @@ struct QlSolver {
                                                    Real* work) {
     if (n <= 0 || count <= 0) return 0;
     const int64_t tri = int64_t(n) * (n + 1) / 2;
+    // Every array below is a whole number of lane vectors (W values, 64 or
+    // 128 bytes), so aligning the first aligns them all.
+    constexpr auto kAlign = uintptr_t(kSymEigQlAlignment);
+    work = reinterpret_cast<Real*>((reinterpret_cast<uintptr_t>(work) + kAlign - 1) & ~(kAlign - 1));
     Pack s;
     s.n = n;
     s.t = work;
@@ -446,6 +481,7 @@ struct QlSolver {
     }
     tridiagonalize(s);
     form_transformation(s);
+    orient_small_end_up(s);
     const unsigned failed = tridiagonal_ql(s);
     // Ascending eigenvalues (ties in z's order); eigenvector rows follow.
     // rank (in p's space) is the output row of z's row r in lane q, so z is
