@@ -10,17 +10,17 @@
 // ("sym_eig fwd lapack", MATBP_QL_MAX_N=0) against the same torch.linalg.eigh
 // in one process (bench/results/sym_eig_cpu.md). On the 2-core Intel Xeon
 // (AVX-512, Sapphire Rapids class) build machine, float64, B = 256, one
-// thread, matbp/torch came to 0.30 at n = 8, 0.36 at 16, 0.46 at 32, 0.67
-// at 64 with sym_eig_ql and 1.07, 1.04, 1.05, 0.96 held to dsyevd (two
-// threads: 0.18, 0.21, 0.29, 0.47 against 0.57, 0.60, 0.57, 0.58); on the
-// earlier AMD EPYC machine the solver's figures were 0.33, 0.42, 0.49, 0.66.
-// Above 64 the margin shrinks, as QL's rotations cost about 8 n^3 against
-// divide and conquer's GEMMs: on the Xeon, one thread, B = 64, the solver
-// per matrix against dsyevd (MATBP_QL_MAX_N=128 against the default) was
-// 0.76 at n = 80, 0.90 at 96, 0.99 at 112, 1.06 at 128 in float64 and
-// 0.47, 0.57, 0.65 at 80, 96, 112 in float32; on the AMD machine an earlier
-// build of the solver was 1.5-1.8x slower than dsyevd at n = 128. The
-// crossover stays at 64, where both machines were measured.
+// thread, matbp/torch came to 0.30 at n = 8, 0.33 at 16, 0.45 at 32, 0.64
+// at 64 with sym_eig_ql and 1.11, 1.22, 1.03, 0.96 held to dsyevd (two
+// threads: 0.18, 0.19, 0.23, 0.35 against 0.60, 0.64, 0.59, 0.59); on the
+// earlier AMD EPYC machine an earlier build's figures were 0.33, 0.42,
+// 0.49, 0.66. Above 64 the margin shrinks, as QL's rotations cost about
+// 8 n^3 against divide and conquer's GEMMs: on the Xeon, one thread,
+// B = 64, sym_eig with the solver against dsyevd (MATBP_QL_MAX_N=128
+// against the default) was 0.79 at n = 80, 0.93 at 96, 1.01 at 112, 1.18 at
+// 128 in float64 and 0.49, 0.57, 0.65, 0.73 in float32; on the AMD machine
+// an earlier build of the solver was 1.5-1.8x slower than dsyevd at
+// n = 128. The crossover stays at 64, where both machines were measured.
 // MATBP_QL_MAX_N (0 = LAPACK always) moves the crossover, to measure it on
 // other machines.
 
