@@ -42,10 +42,10 @@ def test_graded_spectra_keep_lapacks_relative_accuracy(dtype, n, kappa, count):
     if dtype == torch.float64:
         # The exact eigenvalues of the float64 matrix (its rounding moves the
         # smallest by ~ eps kappa relative to the constructed ones).
-        mpmath.mp.dps = 40
-        exact = torch.tensor([[float(x) for x in mpmath.eigsy(mpmath.matrix(a.tolist()),
-                                                               eigvals_only=True)]
-                              for a in A], dtype=torch.float64).sort(-1).values
+        with mpmath.workdps(40):
+            exact = torch.tensor([[float(x) for x in mpmath.eigsy(mpmath.matrix(a.tolist()),
+                                                                   eigvals_only=True)]
+                                  for a in A], dtype=torch.float64).sort(-1).values
     else:
         exact = torch.linalg.eigvalsh(A.double())
     compute = {} if dtype == torch.float64 else {"compute_dtype": torch.float32}

@@ -207,7 +207,8 @@ void check_workspace_alignment() {
     const std::vector<Case> cases = families(n, rng, {1e30, 1e-30, 1e-36});
     const int count = std::min<int>(sym_eig_ql_lanes<Real>(n), int(cases.size()));
     const int64_t size = sym_eig_ql_workspace<Real>(n);
-    for (int offset = 0; offset < 64 / int(sizeof(Real)); ++offset) {
+    const int offsets = int(matbp::ops::cpu::kSymEigQlAlignment / int64_t(sizeof(Real)));
+    for (int offset = 0; offset < offsets; ++offset) {
       std::vector<Real> storage(size_t(size + offset));
       std::vector<std::vector<Real>> a(count), w(count, std::vector<Real>(n));
       std::vector<Real*> a_ptr(count), w_ptr(count);

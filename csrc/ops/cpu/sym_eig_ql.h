@@ -54,8 +54,9 @@ unsigned sym_eig_ql(int n, int count, float* const* a, float* const* w, float* w
 // aligned as malloc makes it (16 bytes), every 64-byte load and store is
 // split, which cost 15% at n = 16 and 25% at n = 32 and 64 (float64, 256
 // matrices, one thread: 44 against 33 ms at n = 64), and made the solver's
-// speed depend on where the allocator happened to place its workspace. So sym_eig_ql rounds work up to a 64-byte
-// boundary itself, and the workspace carries the slack for that.
+// speed depend on where the allocator happened to place its workspace. So
+// sym_eig_ql rounds work up to a 64-byte boundary itself, and the workspace
+// carries the slack for that.
 constexpr int64_t kSymEigQlAlignment = 64;
 
 template <typename Real>
